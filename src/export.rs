@@ -1,0 +1,194 @@
+//! Outbound C-STORE: one worker per destination (so one association per
+//! destination at a time, no retry storms), batches of instances per
+//! association, per-instance delivery records so a retry or a re-trigger
+//! sends only what the peer does not have yet.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn, Instrument};
+
+use crate::config::{Config, Peer};
+use crate::dimse::scu::{propose_for, Association, ScuOptions};
+use crate::dimse::status::{classify_store, StoreResult};
+use crate::dimse::RemoteAe;
+use crate::jobs::{backoff_ms, Job, JobQueue};
+use crate::spool::index::{now_ms, StoredInstance};
+use crate::spool::Index;
+
+/// Presentation contexts per association stay well under the 128 limit.
+const MAX_PAIRS_PER_ASSOCIATION: usize = 60;
+
+pub fn scu_options(cfg: &Config) -> ScuOptions {
+    ScuOptions {
+        calling_ae: cfg.node.ae_title.clone(),
+        connect_timeout: Duration::from_secs(cfg.export.connect_timeout_seconds),
+        dimse_timeout: Duration::from_secs(cfg.export.dimse_timeout_seconds),
+        max_pdu: cfg.node.max_pdu,
+    }
+}
+
+/// Result of sending a list of files on as few associations as possible.
+#[derive(Debug, Default)]
+pub struct SendReport {
+    pub sent: usize,
+    pub warnings: usize,
+    pub failures: Vec<String>,
+}
+
+/// Splits files into batches that fit one association each.
+fn batches(items: &[StoredInstance], batch_size: usize) -> Vec<&[StoredInstance]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let mut pairs = BTreeSet::new();
+        let mut end = start;
+        while end < items.len() && end - start < batch_size {
+            let p = (items[end].sop_class.clone(), items[end].transfer_syntax.clone());
+            if !pairs.contains(&p) && pairs.len() == MAX_PAIRS_PER_ASSOCIATION {
+                break;
+            }
+            pairs.insert(p);
+            end += 1;
+        }
+        out.push(&items[start..end]);
+        start = end;
+    }
+    out
+}
+
+/// Sends instances to a peer. `on_delivered` is called after each instance
+/// the peer stored (status success or warning), before the next is sent.
+pub async fn send_instances(
+    remote: &RemoteAe,
+    opts: &ScuOptions,
+    items: &[StoredInstance],
+    batch_size: usize,
+    mut on_delivered: impl FnMut(&StoredInstance, u16),
+) -> Result<SendReport, String> {
+    let mut report = SendReport::default();
+    for batch in batches(items, batch_size) {
+        let pairs: BTreeSet<(String, String)> = batch.iter().map(|i| (i.sop_class.clone(), i.transfer_syntax.clone())).collect();
+        let mut assoc = Association::connect(remote, opts, &propose_for(&pairs)).await.map_err(|e| e.to_string())?;
+        for item in batch {
+            match assoc.store_file(Path::new(&item.path)).await {
+                Ok((st, comment)) => match classify_store(st) {
+                    StoreResult::Success => {
+                        on_delivered(item, st);
+                        report.sent += 1;
+                    }
+                    StoreResult::Warning => {
+                        warn!(sop_uid = %item.sop_uid, destination = %remote, "peer stored with warning {st:04X}: {}", comment.as_deref().unwrap_or(""));
+                        on_delivered(item, st);
+                        report.sent += 1;
+                        report.warnings += 1;
+                    }
+                    StoreResult::Failure => {
+                        report.failures.push(format!("{}: status {st:04X} {}", item.sop_uid, comment.unwrap_or_default()));
+                    }
+                },
+                Err(e @ crate::dimse::scu::ScuError::NoContext { .. }) | Err(e @ crate::dimse::scu::ScuError::Encode { .. }) => {
+                    report.failures.push(format!("{}: {e}", item.sop_uid));
+                }
+                Err(e) => {
+                    // The association is gone; what was delivered is recorded.
+                    return Err(format!("after {} of {} instances: {e}", report.sent, items.len()));
+                }
+            }
+        }
+        assoc.release().await;
+    }
+    Ok(report)
+}
+
+/// Runs forward jobs for one destination until the process ends.
+pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, peer: Peer) {
+    let span = tracing::info_span!("export", destination = %peer.name);
+    async move {
+        loop {
+            let claimed = {
+                let jobs = jobs.clone();
+                let name = peer.name.clone();
+                tokio::task::spawn_blocking(move || jobs.claim("forward", &name)).await
+            };
+            match claimed {
+                Ok(Ok(Some(job))) => run_forward_job(&cfg, &index, &jobs, &peer, job).await,
+                Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(300)).await,
+                Ok(Err(e)) => {
+                    warn!("job queue: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => warn!("job queue task: {e}"),
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Peer, job: Job) {
+    let study = job.study_uid.clone();
+    let items = match index.undelivered(&study, &peer.name) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = jobs.fail(job.id, &format!("index: {e}"), 0, Some(now_ms() + 5000));
+            return;
+        }
+    };
+    let remote = RemoteAe::from(peer);
+    info!(study_uid = %study, job = job.id, attempt = job.attempts, instances = items.len(), "forwarding to {remote}");
+    let idx = index.clone();
+    let dest = peer.name.clone();
+    let result = send_instances(&remote, &scu_options(cfg), &items, cfg.export.batch_size, |item, st| {
+        if let Err(e) = idx.mark_delivered(&item.sop_uid, &dest, st) {
+            warn!(sop_uid = %item.sop_uid, "cannot record delivery: {e}");
+        }
+    })
+    .await;
+    let error = match result {
+        Ok(r) if r.failures.is_empty() => {
+            info!(study_uid = %study, job = job.id, sent = r.sent, warnings = r.warnings, "forward done");
+            let _ = jobs.finish(job.id, items.len() as i64);
+            return;
+        }
+        Ok(r) => format!("{} of {} instances refused; first: {}", r.failures.len(), items.len(), r.failures[0]),
+        Err(e) => e,
+    };
+    let attempts = job.attempts as u32;
+    if attempts >= cfg.export.max_attempts {
+        warn!(study_uid = %study, job = job.id, attempts, "dead letter: {error}");
+        let _ = jobs.fail(job.id, &error, items.len() as i64, None);
+    } else {
+        let delay = backoff_ms(attempts, cfg.export.backoff_initial_seconds, cfg.export.backoff_max_seconds);
+        warn!(study_uid = %study, job = job.id, attempts, retry_in_ms = delay, "forward failed: {error}");
+        let _ = jobs.fail(job.id, &error, items.len() as i64, Some(now_ms() + delay));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(class: &str, ts: &str) -> StoredInstance {
+        StoredInstance {
+            sop_uid: "1".into(),
+            sop_class: class.into(),
+            series_uid: "2".into(),
+            study_uid: "3".into(),
+            transfer_syntax: ts.into(),
+            path: "/x".into(),
+        }
+    }
+
+    #[test]
+    fn batches_respect_size_and_context_budget() {
+        let items: Vec<_> = (0..10).map(|_| inst("1.2", "1.2.840.10008.1.2")).collect();
+        let b = batches(&items, 4);
+        assert_eq!(b.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![4, 4, 2]);
+        let many: Vec<_> = (0..130).map(|i| inst(&format!("1.2.{i}"), "1.2.840.10008.1.2")).collect();
+        let b = batches(&many, 1000);
+        assert_eq!(b.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![60, 60, 10]);
+    }
+}

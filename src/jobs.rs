@@ -1,0 +1,245 @@
+//! The durable job queue (SQLite, in the spool index). A job is created in
+//! the same transaction that marks its study complete, so a crash can never
+//! complete a study without its jobs or create them twice (UNIQUE key).
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use crate::routing::Action;
+use crate::spool::index::now_ms;
+use crate::spool::Index;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub study_uid: String,
+    pub rule: String,
+    pub destination: String,
+    pub pipeline: String,
+    pub generation: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub instances: i64,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, kind, study_uid, rule, destination, pipeline, generation, state, attempts, last_error, instances, next_attempt_at, created_at, updated_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        study_uid: r.get(2)?,
+        rule: r.get(3)?,
+        destination: r.get(4)?,
+        pipeline: r.get(5)?,
+        generation: r.get(6)?,
+        state: r.get(7)?,
+        attempts: r.get(8)?,
+        last_error: r.get(9)?,
+        instances: r.get(10)?,
+        next_attempt_at: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+#[derive(Clone)]
+pub struct JobQueue {
+    index: Index,
+}
+
+impl JobQueue {
+    pub fn new(index: Index) -> JobQueue {
+        JobQueue { index }
+    }
+
+    /// Marks a study complete (new generation) and enqueues its actions, in
+    /// one transaction. Does nothing and returns None if an instance arrived
+    /// since `last_received` was read (the study is not quiet after all).
+    pub fn complete_study(&self, study_uid: &str, last_received: i64, actions: &[Action]) -> rusqlite::Result<Option<i64>> {
+        let now = now_ms();
+        let mut conn = self.index.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE studies SET state = 'complete', generation = generation + 1, completed_at = ?3
+             WHERE study_uid = ?1 AND state = 'receiving' AND last_received = ?2",
+            params![study_uid, last_received, now],
+        )?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let generation: i64 = tx.query_row("SELECT generation FROM studies WHERE study_uid = ?1", [study_uid], |r| r.get(0))?;
+        for a in actions {
+            let (kind, rule, dest, pipeline) = match a {
+                Action::Forward { rule, peer } => ("forward", rule, peer.as_str(), ""),
+                Action::Analyze { rule, pipeline, .. } => ("analyze", rule, "", pipeline.as_str()),
+            };
+            tx.execute(
+                "INSERT OR IGNORE INTO jobs (kind, study_uid, rule, destination, pipeline, generation, state, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7, ?7)",
+                params![kind, study_uid, rule, dest, pipeline, generation, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some(generation))
+    }
+
+    /// Takes the next due job of `kind` for `destination` and marks it running.
+    pub fn claim(&self, kind: &str, destination: &str) -> rusqlite::Result<Option<Job>> {
+        let now = now_ms();
+        let mut conn = self.index.conn();
+        let tx = conn.transaction()?;
+        let job = tx
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE kind = ?1 AND destination = ?2 AND state IN ('pending','retry')
+                     AND next_attempt_at <= ?3 ORDER BY next_attempt_at, id LIMIT 1"
+                ),
+                params![kind, destination, now],
+                row,
+            )
+            .optional()?;
+        if let Some(j) = &job {
+            tx.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1", params![j.id, now])?;
+        }
+        tx.commit()?;
+        Ok(job.map(|mut j| {
+            j.state = "running".into();
+            j.attempts += 1;
+            j
+        }))
+    }
+
+    pub fn finish(&self, id: i64, instances: i64) -> rusqlite::Result<()> {
+        self.index.conn().execute(
+            "UPDATE jobs SET state = 'done', last_error = NULL, instances = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, instances, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retry at `retry_at`, or dead letter when None.
+    pub fn fail(&self, id: i64, error: &str, instances: i64, retry_at: Option<i64>) -> rusqlite::Result<()> {
+        let (state, next) = match retry_at {
+            Some(t) => ("retry", t),
+            None => ("dead", now_ms()),
+        };
+        self.index.conn().execute(
+            "UPDATE jobs SET state = ?2, last_error = ?3, instances = ?4, next_attempt_at = ?5, updated_at = ?6 WHERE id = ?1",
+            params![id, state, error, instances, next, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// After a restart: jobs left running by the previous process run again.
+    pub fn resume_interrupted(&self) -> rusqlite::Result<usize> {
+        self.index.conn().execute("UPDATE jobs SET state = 'retry', next_attempt_at = ?1 WHERE state = 'running'", [now_ms()])
+    }
+
+    /// Puts a job (typically a dead letter) back in the queue with fresh attempts.
+    pub fn retry(&self, id: i64) -> rusqlite::Result<bool> {
+        let n = self.index.conn().execute(
+            "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1 AND state IN ('dead','retry','done')",
+            params![id, now_ms()],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn list(&self) -> rusqlite::Result<Vec<Job>> {
+        let conn = self.index.conn();
+        let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs ORDER BY id"))?;
+        let rows = st.query_map([], row)?;
+        rows.collect()
+    }
+}
+
+/// Exponential backoff with ±25 % jitter, capped: the delay before attempt
+/// `attempts + 1` in milliseconds.
+pub fn backoff_ms(attempts: u32, initial_s: u64, max_s: u64) -> i64 {
+    let base = (initial_s as f64) * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+    let capped = base.min(max_s as f64);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    (capped * jitter * 1000.0) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::InstanceHeader;
+
+    fn queue() -> (tempfile::TempDir, JobQueue, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+        (dir, JobQueue::new(index.clone()), index)
+    }
+
+    fn add_instance(index: &Index, sop: &str) -> i64 {
+        let h = InstanceHeader {
+            sop_uid: sop.into(),
+            sop_class: "1.2.840.10008.5.1.4.1.1.2".into(),
+            study_uid: "1.9".into(),
+            series_uid: "1.9.1".into(),
+            transfer_syntax: "1.2.840.10008.1.2".into(),
+            ..Default::default()
+        };
+        index.insert_instance(&h, &format!("/x/{sop}.dcm"), 10, "AE").unwrap();
+        index.receiving_studies().unwrap()[0].2
+    }
+
+    #[test]
+    fn completion_enqueues_once_and_late_arrival_reopens() {
+        let (_d, q, index) = queue();
+        let last = add_instance(&index, "1.9.1.1");
+        let fwd = vec![Action::Forward { rule: "r".into(), peer: "p".into() }];
+        assert_eq!(q.complete_study("1.9", last, &fwd).unwrap(), Some(1));
+        // already complete: no second completion, no second job
+        assert_eq!(q.complete_study("1.9", last, &fwd).unwrap(), None);
+        assert_eq!(q.list().unwrap().len(), 1);
+        // a late instance re-opens the study; its completion is generation 2
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let last2 = add_instance(&index, "1.9.1.2");
+        assert_eq!(q.complete_study("1.9", last, &fwd).unwrap(), None, "stale last_received must not complete");
+        assert_eq!(q.complete_study("1.9", last2, &fwd).unwrap(), Some(2));
+        assert_eq!(q.list().unwrap().len(), 2);
+        // only the new instance is undelivered once the first was delivered
+        index.mark_delivered("1.9.1.1", "p", 0).unwrap();
+        let left = index.undelivered("1.9", "p").unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].sop_uid, "1.9.1.2");
+    }
+
+    #[test]
+    fn claim_fail_retry_dead_and_resume() {
+        let (_d, q, index) = queue();
+        let last = add_instance(&index, "1.9.1.1");
+        q.complete_study("1.9", last, &[Action::Forward { rule: "r".into(), peer: "p".into() }]).unwrap();
+        let j = q.claim("forward", "p").unwrap().unwrap();
+        assert_eq!(j.attempts, 1);
+        assert!(q.claim("forward", "p").unwrap().is_none(), "running job is not claimed twice");
+        q.fail(j.id, "refused", 1, Some(now_ms() + 60_000)).unwrap();
+        assert!(q.claim("forward", "p").unwrap().is_none(), "not due yet");
+        q.fail(j.id, "refused", 1, None).unwrap();
+        assert_eq!(q.list().unwrap()[0].state, "dead");
+        assert!(q.retry(j.id).unwrap());
+        let j = q.claim("forward", "p").unwrap().unwrap();
+        assert_eq!(j.attempts, 1);
+        // crash while running: resumed on restart
+        assert_eq!(q.resume_interrupted().unwrap(), 1);
+        assert!(q.claim("forward", "p").unwrap().is_some());
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        for _ in 0..50 {
+            let a = backoff_ms(1, 2, 60);
+            assert!((1500..=2500).contains(&a), "{a}");
+            let c = backoff_ms(20, 2, 60);
+            assert!((45_000..=75_000).contains(&c), "{c}");
+        }
+    }
+}

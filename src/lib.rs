@@ -1,0 +1,13 @@
+//! ainode: a DICOM node that receives studies, routes them by rule,
+//! forwards them and runs analyses. See ARCHITECTURE.md for the map.
+
+pub mod assembly;
+pub mod config;
+pub mod dimse;
+pub mod export;
+pub mod jobs;
+pub mod node;
+pub mod part10;
+pub mod pipelines;
+pub mod routing;
+pub mod spool;

@@ -1,0 +1,228 @@
+//! Command line: parse, load config, call into the library.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use ainode::config::Config;
+use ainode::dimse::scu::{Association, ScuOptions};
+use ainode::dimse::{uids, RemoteAe};
+use ainode::jobs::JobQueue;
+use ainode::spool::{Index, StoredInstance};
+
+#[derive(Parser)]
+#[command(name = "ainode", version, about = "DICOM node: receive, route, forward and analyse studies")]
+struct Cli {
+    /// Config file (TOML), merged over the embedded default.
+    #[arg(long, global = true, env = "AINODE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the node: C-STORE SCP, routing, forwarding.
+    Serve,
+    /// C-ECHO a remote AE: AE@HOST:PORT.
+    Echo {
+        target: RemoteAe,
+        /// Calling AE title (default: node.ae_title).
+        #[arg(long)]
+        calling_ae: Option<String>,
+    },
+    /// C-STORE files and folders (recursively) to a remote AE.
+    Send {
+        target: RemoteAe,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        calling_ae: Option<String>,
+        /// Instances per association.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// List jobs (state, attempts, last error), or retry one.
+    Jobs {
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<JobsAction>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsAction {
+    /// Put a job (e.g. a dead letter) back in the queue.
+    Retry { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate and print the effective configuration.
+    Check,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AINODE_LOG").unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let load = || Config::load(cli.config.as_deref());
+    match cli.cmd {
+        Cmd::Config { action: ConfigAction::Check } => match load() {
+            Ok(cfg) => {
+                print!("{}", cfg.to_toml());
+                eprintln!("config OK ({})", cli.config.as_deref().map(|p| p.display().to_string()).unwrap_or("embedded default".into()));
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(2)
+            }
+        },
+        Cmd::Serve => {
+            let cfg = load()?;
+            runtime()?.block_on(ainode::node::serve(cfg))?;
+            Ok(0)
+        }
+        Cmd::Echo { target, calling_ae } => {
+            let opts = scu_opts(load()?, calling_ae);
+            runtime()?.block_on(async {
+                let t = Instant::now();
+                let proposals = vec![(uids::VERIFICATION.to_string(), vec![uids::IMPLICIT_VR_LE.to_string(), uids::EXPLICIT_VR_LE.to_string()])];
+                let mut a = Association::connect(&target, &opts, &proposals).await?;
+                let st = a.echo().await?;
+                a.release().await;
+                if st != 0 {
+                    bail!("C-ECHO to {target}: status {st:04X}");
+                }
+                println!("C-ECHO to {target}: success in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+                Ok(0)
+            })
+        }
+        Cmd::Send { target, paths, calling_ae, batch } => {
+            let opts = scu_opts(load()?, calling_ae);
+            send(&target, &opts, &paths, batch)
+        }
+        Cmd::Jobs { json, action } => {
+            let cfg = load()?;
+            let db = cfg.node.data_dir.join("index.sqlite");
+            if !db.exists() {
+                bail!("no index at {} (has the node run with this config?)", db.display());
+            }
+            let q = JobQueue::new(Index::open(&db)?);
+            match action {
+                Some(JobsAction::Retry { id }) => {
+                    if !q.retry(id)? {
+                        bail!("job {id} does not exist or is pending/running");
+                    }
+                    println!("job {id} queued again");
+                }
+                None if json => println!("{}", serde_json::to_string_pretty(&q.list()?)?),
+                None => {
+                    println!("{:>5}  {:8} {:8} {:>3}  {:12} {:>5}  {:44} LAST ERROR", "ID", "KIND", "STATE", "TRY", "DEST", "INST", "STUDY");
+                    for j in q.list()? {
+                        let dest = if j.kind == "forward" { j.destination.clone() } else { j.pipeline.clone() };
+                        println!(
+                            "{:>5}  {:8} {:8} {:>3}  {:12} {:>5}  {:44} {}",
+                            j.id, j.kind, j.state, j.attempts, dest, j.instances, j.study_uid, j.last_error.unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn scu_opts(cfg: Config, calling_ae: Option<String>) -> ScuOptions {
+    let mut o = ainode::export::scu_options(&cfg);
+    if let Some(ae) = calling_ae {
+        o.calling_ae = ae;
+    }
+    o
+}
+
+fn send(target: &RemoteAe, opts: &ScuOptions, paths: &[PathBuf], batch: usize) -> anyhow::Result<i32> {
+    let mut items = Vec::new();
+    let mut bytes = 0u64;
+    let mut skipped = 0;
+    for root in paths {
+        if !root.exists() {
+            bail!("{}: no such file or folder", root.display());
+        }
+        for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+            let entry = entry.with_context(|| format!("reading {}", root.display()))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            match ainode::part10::read_meta(entry.path()) {
+                Ok(m) => {
+                    bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                    items.push(StoredInstance {
+                        sop_uid: m.sop_instance_uid,
+                        sop_class: m.sop_class_uid,
+                        series_uid: String::new(),
+                        study_uid: String::new(),
+                        transfer_syntax: m.transfer_syntax,
+                        path: entry.path().to_string_lossy().into(),
+                    });
+                }
+                Err(e) => {
+                    skipped += 1;
+                    tracing::warn!("skipped: {e}");
+                }
+            }
+        }
+    }
+    if items.is_empty() {
+        bail!("no DICOM Part 10 files found ({skipped} other files skipped)");
+    }
+    let t = Instant::now();
+    let report = runtime()?.block_on(ainode::export::send_instances(target, opts, &items, batch, |_, _| {}));
+    let secs = t.elapsed().as_secs_f64();
+    let report = report.map_err(|e| anyhow::anyhow!("sending to {target}: {e}"))?;
+    println!(
+        "sent {} of {} instances to {target} in {:.2} s ({:.1} instances/s, {:.1} MB/s); {} warnings, {} failed, {} non-DICOM files skipped",
+        report.sent,
+        items.len(),
+        secs,
+        report.sent as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        report.warnings,
+        report.failures.len(),
+        skipped
+    );
+    for f in &report.failures {
+        eprintln!("failed: {f}");
+    }
+    Ok(if report.failures.is_empty() { 0 } else { 3 })
+}

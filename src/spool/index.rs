@@ -1,0 +1,275 @@
+//! The SQLite index of the spool: studies, series, instances, jobs and
+//! deliveries. Files on disk are the truth for instances (see
+//! `Spool::recover`); the index is what every other layer queries.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::InstanceHeader;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    patient_id TEXT, patient_name TEXT, study_description TEXT, accession TEXT,
+    calling_ae TEXT,
+    first_received INTEGER NOT NULL,   -- start of the current receiving phase (ms)
+    last_received INTEGER NOT NULL,
+    state TEXT NOT NULL,                -- receiving | complete
+    generation INTEGER NOT NULL DEFAULT 0, -- how many times the study completed
+    completed_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    modality TEXT, body_part TEXT, series_description TEXT, series_number TEXT
+);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    sop_class TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    calling_ae TEXT,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,                 -- forward | analyze
+    study_uid TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    destination TEXT NOT NULL DEFAULT '',
+    pipeline TEXT NOT NULL DEFAULT '',
+    generation INTEGER NOT NULL,
+    state TEXT NOT NULL,                -- pending | running | retry | done | dead
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    instances INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE(kind, study_uid, rule, destination, generation)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    sop_uid TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    delivered_at INTEGER NOT NULL,
+    PRIMARY KEY (sop_uid, destination)
+);
+"#;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct Index {
+    conn: Arc<Mutex<Connection>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredInstance {
+    pub sop_uid: String,
+    pub sop_class: String,
+    pub series_uid: String,
+    pub study_uid: String,
+    pub transfer_syntax: String,
+    pub path: String,
+}
+
+/// What routing needs to know about a study.
+#[derive(Debug, Clone, Default)]
+pub struct StudySummary {
+    pub study_uid: String,
+    pub study_description: String,
+    pub calling_aes: Vec<String>,
+    pub series: Vec<SeriesSummary>,
+    pub sop_classes: Vec<String>,
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SeriesSummary {
+    pub series_uid: String,
+    pub modality: String,
+    pub body_part: String,
+    pub series_description: String,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> rusqlite::Result<Index> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL + NORMAL survives a process crash; power loss may lose the last
+        // commits, which `Spool::recover` re-indexes from the fsync'd files.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Index { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn instance(&self, sop_uid: &str) -> rusqlite::Result<Option<StoredInstance>> {
+        self.conn()
+            .query_row(
+                "SELECT sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path FROM instances WHERE sop_uid = ?1",
+                [sop_uid],
+                row_to_instance,
+            )
+            .optional()
+    }
+
+    /// Records a stored instance; re-opens its study if it had completed.
+    pub fn insert_instance(&self, h: &InstanceHeader, path: &str, size: u64, calling_ae: &str) -> rusqlite::Result<()> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO studies (study_uid, patient_id, patient_name, study_description, accession, calling_ae,
+                                  first_received, last_received, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 'receiving')
+             ON CONFLICT(study_uid) DO UPDATE SET
+                last_received = ?7,
+                first_received = CASE WHEN state = 'complete' THEN ?7 ELSE first_received END,
+                state = 'receiving'",
+            params![h.study_uid, h.patient_id, h.patient_name, h.study_description, h.accession, calling_ae, now],
+        )?;
+        tx.execute(
+            "INSERT INTO series (series_uid, study_uid, modality, body_part, series_description, series_number)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(series_uid) DO NOTHING",
+            params![h.series_uid, h.study_uid, h.modality, h.body_part, h.series_description, h.series_number],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO instances (sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path, size, calling_ae, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![h.sop_uid, h.sop_class, h.series_uid, h.study_uid, h.transfer_syntax, path, size as i64, calling_ae, now],
+        )?;
+        // A replaced instance must be delivered again.
+        tx.execute("DELETE FROM deliveries WHERE sop_uid = ?1", [&h.sop_uid])?;
+        tx.commit()
+    }
+
+    pub fn study_instances(&self, study_uid: &str) -> rusqlite::Result<Vec<StoredInstance>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path FROM instances
+             WHERE study_uid = ?1 ORDER BY series_uid, received_at",
+        )?;
+        let rows = st.query_map([study_uid], row_to_instance)?;
+        rows.collect()
+    }
+
+    pub fn summary(&self, study_uid: &str) -> rusqlite::Result<Option<StudySummary>> {
+        let conn = self.conn();
+        let head: Option<(String, String, i64)> = conn
+            .query_row(
+                "SELECT COALESCE(study_description, ''), COALESCE(calling_ae, ''), generation FROM studies WHERE study_uid = ?1",
+                [study_uid],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((study_description, _, generation)) = head else { return Ok(None) };
+        let mut st = conn.prepare(
+            "SELECT series_uid, COALESCE(modality,''), COALESCE(body_part,''), COALESCE(series_description,'')
+             FROM series WHERE study_uid = ?1 ORDER BY series_uid",
+        )?;
+        let series = st
+            .query_map([study_uid], |r| {
+                Ok(SeriesSummary { series_uid: r.get(0)?, modality: r.get(1)?, body_part: r.get(2)?, series_description: r.get(3)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut st = conn.prepare("SELECT DISTINCT sop_class FROM instances WHERE study_uid = ?1 ORDER BY 1")?;
+        let sop_classes = st.query_map([study_uid], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        let mut st = conn.prepare("SELECT DISTINCT COALESCE(calling_ae,'') FROM instances WHERE study_uid = ?1 ORDER BY 1")?;
+        let calling_aes = st.query_map([study_uid], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(Some(StudySummary { study_uid: study_uid.to_string(), study_description, calling_aes, series, sop_classes, generation }))
+    }
+
+    /// Studies still receiving: (uid, first_received, last_received).
+    pub fn receiving_studies(&self) -> rusqlite::Result<Vec<(String, i64, i64)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT study_uid, first_received, last_received FROM studies WHERE state = 'receiving'")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    pub fn mark_delivered(&self, sop_uid: &str, destination: &str, status: u16) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO deliveries (sop_uid, destination, status, delivered_at) VALUES (?1, ?2, ?3, ?4)",
+            params![sop_uid, destination, status as i64, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Instances of a study not yet delivered to `destination`.
+    pub fn undelivered(&self, study_uid: &str, destination: &str) -> rusqlite::Result<Vec<StoredInstance>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT i.sop_uid, i.sop_class, i.series_uid, i.study_uid, i.transfer_syntax, i.path FROM instances i
+             WHERE i.study_uid = ?1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid = i.sop_uid AND d.destination = ?2)
+             ORDER BY i.series_uid, i.received_at",
+        )?;
+        let rows = st.query_map([study_uid, destination], row_to_instance)?;
+        rows.collect()
+    }
+
+    /// Studies whose files may be removed: complete, no unfinished or dead
+    /// job, and quiet for `keep_ms` since completion and the last job.
+    pub fn expired_studies(&self, keep_ms: i64) -> rusqlite::Result<Vec<String>> {
+        let cutoff = now_ms() - keep_ms;
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT s.study_uid FROM studies s
+             WHERE s.state = 'complete' AND s.completed_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.study_uid = s.study_uid
+                               AND (j.state <> 'done' OR j.updated_at > ?1))",
+        )?;
+        let rows = st.query_map([cutoff], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    /// Forgets a study (after its files were removed). Jobs stay as history.
+    pub fn delete_study(&self, study_uid: &str) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM deliveries WHERE sop_uid IN (SELECT sop_uid FROM instances WHERE study_uid = ?1)", [study_uid])?;
+        tx.execute("DELETE FROM instances WHERE study_uid = ?1", [study_uid])?;
+        tx.execute("DELETE FROM series WHERE study_uid = ?1", [study_uid])?;
+        tx.execute("DELETE FROM studies WHERE study_uid = ?1", [study_uid])?;
+        tx.commit()
+    }
+
+    pub fn all_instance_paths(&self) -> rusqlite::Result<std::collections::HashSet<String>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT path FROM instances")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        rows.collect()
+    }
+}
+
+fn row_to_instance(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+    Ok(StoredInstance {
+        sop_uid: r.get(0)?,
+        sop_class: r.get(1)?,
+        series_uid: r.get(2)?,
+        study_uid: r.get(3)?,
+        transfer_syntax: r.get(4)?,
+        path: r.get(5)?,
+    })
+}
