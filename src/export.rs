@@ -36,6 +36,20 @@ pub struct SendReport {
     pub sent: usize,
     pub warnings: usize,
     pub failures: Vec<String>,
+    /// C-STORE round trip per instance (request sent .. response read), ms.
+    pub round_trips_ms: Vec<f64>,
+}
+
+impl SendReport {
+    /// The q-quantile (0..=1) of the round trips, in ms.
+    pub fn round_trip_quantile(&self, q: f64) -> f64 {
+        let mut v = self.round_trips_ms.clone();
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    }
 }
 
 /// Splits files into batches that fit one association each.
@@ -73,7 +87,10 @@ pub async fn send_instances(
         let pairs: BTreeSet<(String, String)> = batch.iter().map(|i| (i.sop_class.clone(), i.transfer_syntax.clone())).collect();
         let mut assoc = Association::connect(remote, opts, &propose_for(&pairs)).await.map_err(|e| e.to_string())?;
         for item in batch {
-            match assoc.store_file(Path::new(&item.path)).await {
+            let t = std::time::Instant::now();
+            let result = assoc.store_file(Path::new(&item.path)).await;
+            report.round_trips_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            match result {
                 Ok((st, comment)) => match classify_store(st) {
                     StoreResult::Success => {
                         on_delivered(item, st);

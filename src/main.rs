@@ -211,12 +211,14 @@ fn send(target: &RemoteAe, opts: &ScuOptions, paths: &[PathBuf], batch: usize) -
     let secs = t.elapsed().as_secs_f64();
     let report = report.map_err(|e| anyhow::anyhow!("sending to {target}: {e}"))?;
     println!(
-        "sent {} of {} instances to {target} in {:.2} s ({:.1} instances/s, {:.1} MB/s); {} warnings, {} failed, {} non-DICOM files skipped",
+        "sent {} of {} instances to {target} in {:.2} s ({:.1} instances/s, {:.1} MB/s, round trip p50 {:.2} ms p99 {:.2} ms); {} warnings, {} failed, {} non-DICOM files skipped",
         report.sent,
         items.len(),
         secs,
         report.sent as f64 / secs,
         bytes as f64 / 1e6 / secs,
+        report.round_trip_quantile(0.5),
+        report.round_trip_quantile(0.99),
         report.warnings,
         report.failures.len(),
         skipped

@@ -292,21 +292,18 @@ impl Association {
     }
 }
 
-/// Re-encodes a file's data set into another uncompressed transfer syntax.
+/// Re-encodes a file's data set into an uncompressed transfer syntax for a
+/// peer that refused the file's own; compressed pixel data is decoded.
 async fn reencode(path: &Path, from: &str, to: &str) -> Result<Vec<u8>, ScuError> {
+    use dicom_pixeldata::Transcode;
+    use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
     let p = path.to_path_buf();
     let (from, to) = (from.to_string(), to.to_string());
     tokio::task::spawn_blocking(move || {
         let err = |reason: String| ScuError::Encode { path: p.display().to_string(), reason };
-        if !uids::is_uncompressed(&from) {
-            return Err(err(format!(
-                "peer refused transfer syntax {from} and transcoding compressed pixel data to {to} is not supported"
-            )));
-        }
-        let obj = dicom_object::open_file(&p).map_err(|e| err(e.to_string()))?;
-        let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-            .get(&to)
-            .ok_or_else(|| err(format!("unknown transfer syntax {to}")))?;
+        let ts = TransferSyntaxRegistry.get(&to).ok_or_else(|| err(format!("unknown transfer syntax {to}")))?;
+        let mut obj = dicom_object::open_file(&p).map_err(|e| err(e.to_string()))?;
+        obj.transcode(ts).map_err(|e| err(format!("cannot transcode {from} to {to}: {e}")))?;
         let mut out = Vec::new();
         obj.write_dataset_with_ts(&mut out, ts).map_err(|e| err(e.to_string()))?;
         Ok(out)
@@ -314,5 +311,3 @@ async fn reencode(path: &Path, from: &str, to: &str) -> Result<Vec<u8>, ScuError
     .await
     .map_err(|e| ScuError::Encode { path: path.display().to_string(), reason: e.to_string() })?
 }
-
-use dicom_transfer_syntax_registry::TransferSyntaxIndex;
