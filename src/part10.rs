@@ -159,3 +159,196 @@ mod tests {
         assert!(matches!(read_meta(&path), Err(Part10Error::NotDicom { .. })));
     }
 }
+
+/// Walks a data set element by element, skipping values, and fails when an
+/// element runs past the end of the file or the bytes end mid-element. The
+/// header parser stops before Pixel Data, so without this a truncated
+/// instance would be accepted.
+pub fn check_structure(path: &Path, dataset_offset: u64, ts: &str) -> Result<(), String> {
+    use std::io::{BufReader, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = f.metadata().map_err(|e| e.to_string())?.len();
+    f.seek(SeekFrom::Start(dataset_offset)).map_err(|e| e.to_string())?;
+    let (explicit, big) = match ts {
+        crate::dimse::uids::IMPLICIT_VR_LE => (false, false),
+        crate::dimse::uids::EXPLICIT_VR_BE => (true, true),
+        _ => (true, false),
+    };
+    if ts == crate::dimse::uids::DEFLATED_EXPLICIT_VR_LE {
+        let mut r = Walker { r: flate2::read::DeflateDecoder::new(BufReader::new(f)), explicit, big, pos: 0, end: None };
+        return r.elements(None).map(|_| ());
+    }
+    let mut r = Walker { r: BufReader::with_capacity(64 * 1024, f), explicit, big, pos: dataset_offset, end: Some(len) };
+    r.elements(None)?;
+    Ok(())
+}
+
+struct Walker<R> {
+    r: R,
+    explicit: bool,
+    big: bool,
+    pos: u64,
+    /// Known total length (seekable files); None for streams.
+    end: Option<u64>,
+}
+
+enum Next {
+    Element,
+    ItemEnd,
+    SequenceEnd,
+    Eof,
+}
+
+impl<R: Read> Walker<R> {
+    fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> Result<bool, String> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.r.read(&mut buf[got..]) {
+                Ok(0) if got == 0 => return Ok(false),
+                Ok(0) => return Err(format!("data set ends inside an element header at byte {}", self.pos)),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        self.pos += buf.len() as u64;
+        Ok(true)
+    }
+
+    fn u16(&self, b: &[u8]) -> u16 {
+        if self.big { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) }
+    }
+
+    fn u32(&self, b: &[u8]) -> u32 {
+        let a = [b[0], b[1], b[2], b[3]];
+        if self.big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
+    }
+
+    fn skip(&mut self, n: u64) -> Result<(), String> {
+        if let Some(end) = self.end {
+            if self.pos + n > end {
+                return Err(format!("element value of {n} bytes at byte {} runs past the end of the data ({end} bytes)", self.pos));
+            }
+        }
+        let copied = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(|e| e.to_string())?;
+        if copied != n {
+            return Err(format!("data set ends inside an element value at byte {}", self.pos + copied));
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    /// Reads elements until EOF (top level) or the given delimiter.
+    fn elements(&mut self, until: Option<u32>) -> Result<(), String> {
+        loop {
+            match self.next()? {
+                Next::Element => {}
+                Next::Eof if until.is_none() => return Ok(()),
+                Next::Eof => return Err(format!("data set ends inside a sequence or item at byte {}", self.pos)),
+                Next::ItemEnd if until == Some(0xFFFE_E00D) => return Ok(()),
+                Next::SequenceEnd if until == Some(0xFFFE_E0DD) => return Ok(()),
+                _ => return Err(format!("unexpected delimiter at byte {}", self.pos)),
+            }
+        }
+    }
+
+    /// Items of an undefined-length sequence (or encapsulated pixel data).
+    fn items(&mut self) -> Result<(), String> {
+        loop {
+            let mut h = [0u8; 8];
+            if !self.read_exact_or_eof(&mut h)? {
+                return Err(format!("data set ends inside a sequence at byte {}", self.pos));
+            }
+            let tag = ((self.u16(&h[0..2]) as u32) << 16) | self.u16(&h[2..4]) as u32;
+            let len = self.u32(&h[4..8]);
+            match tag {
+                0xFFFE_E0DD => return Ok(()),
+                0xFFFE_E000 if len == 0xFFFF_FFFF => self.elements(Some(0xFFFE_E00D))?,
+                0xFFFE_E000 => self.skip(len as u64)?,
+                _ => return Err(format!("expected an item tag at byte {}, found ({:04X},{:04X})", self.pos - 8, tag >> 16, tag & 0xFFFF)),
+            }
+        }
+    }
+
+    fn next(&mut self) -> Result<Next, String> {
+        let mut h = [0u8; 8];
+        if !self.read_exact_or_eof(&mut h)? {
+            return Ok(Next::Eof);
+        }
+        let tag = ((self.u16(&h[0..2]) as u32) << 16) | self.u16(&h[2..4]) as u32;
+        match tag {
+            0xFFFE_E00D => return Ok(Next::ItemEnd),
+            0xFFFE_E0DD => return Ok(Next::SequenceEnd),
+            _ => {}
+        }
+        let len = if self.explicit && (tag >> 16) != 0xFFFE {
+            let vr = [h[4], h[5]];
+            if matches!(&vr, b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"UC" | b"UN" | b"UR" | b"UT" | b"SV" | b"UV") {
+                let mut l = [0u8; 4];
+                if !self.read_exact_or_eof(&mut l)? {
+                    return Err(format!("data set ends inside an element header at byte {}", self.pos));
+                }
+                self.u32(&l)
+            } else {
+                self.u16(&h[6..8]) as u32
+            }
+        } else {
+            self.u32(&h[4..8])
+        };
+        if len == 0xFFFF_FFFF {
+            self.items()?;
+        } else {
+            self.skip(len as u64)?;
+        }
+        Ok(Next::Element)
+    }
+}
+
+#[cfg(test)]
+mod structure_tests {
+    use super::*;
+
+    fn file_with(dataset: &[u8], ts: &str) -> (tempfile::TempDir, std::path::PathBuf, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.dcm");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let off = write_meta(&mut f, "1.2", "1.2.3", ts, "").unwrap();
+        f.write_all(dataset).unwrap();
+        (dir, path, off)
+    }
+
+    #[test]
+    fn complete_and_truncated_data_sets() {
+        // (0010,0010) PN "A " then OB pixel data of 4 bytes, explicit VR LE
+        let mut ok = vec![0x10, 0, 0x10, 0, b'P', b'N', 2, 0, b'A', b' '];
+        ok.extend_from_slice(&[0xE0, 0x7F, 0x10, 0, b'O', b'B', 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+        let (_d, p, off) = file_with(&ok, "1.2.840.10008.1.2.1");
+        assert!(check_structure(&p, off, "1.2.840.10008.1.2.1").is_ok());
+        let (_d, p, off) = file_with(&ok[..ok.len() - 2], "1.2.840.10008.1.2.1");
+        let e = check_structure(&p, off, "1.2.840.10008.1.2.1").unwrap_err();
+        assert!(e.contains("runs past the end"), "{e}");
+        let (_d, p, off) = file_with(&ok[..5], "1.2.840.10008.1.2.1");
+        assert!(check_structure(&p, off, "1.2.840.10008.1.2.1").is_err());
+    }
+
+    #[test]
+    fn undefined_length_sequences_and_encapsulated_pixels() {
+        // implicit VR LE: SQ (0008,1115) undefined length, one undefined-length item
+        let mut ds = vec![0x08, 0, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF];
+        ds.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        ds.extend_from_slice(&[0x20, 0, 0x0E, 0, 2, 0, 0, 0, b'1', 0]);
+        ds.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        ds.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        let (_d, p, off) = file_with(&ds, "1.2.840.10008.1.2");
+        assert!(check_structure(&p, off, "1.2.840.10008.1.2").is_ok());
+        let (_d, p, off) = file_with(&ds[..ds.len() - 8], "1.2.840.10008.1.2");
+        assert!(check_structure(&p, off, "1.2.840.10008.1.2").is_err(), "missing sequence delimiter");
+        // encapsulated pixel data: offset table item + one fragment + delimiter
+        let mut px = vec![0xE0, 0x7F, 0x10, 0, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        px.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        px.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 2, 0, 0, 0, 0xFF, 0xD9]);
+        px.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        let (_d, p, off) = file_with(&px, "1.2.840.10008.1.2.4.50");
+        assert!(check_structure(&p, off, "1.2.840.10008.1.2.4.50").is_ok());
+    }
+}

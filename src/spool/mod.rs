@@ -71,6 +71,7 @@ pub struct IncomingInstance {
     pub transfer_syntax: String,
     pub calling_ae: String,
     path: PathBuf,
+    dataset_offset: u64,
     file: Option<BufWriter<File>>,
     pub bytes: u64,
 }
@@ -115,13 +116,14 @@ impl Spool {
         let name = format!("{}-{:016x}.part", std::process::id(), rand::random::<u64>());
         let path = self.root.join("tmp").join(name);
         let mut file = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-        part10::write_meta(&mut file, sop_class, sop_uid, ts, calling_ae)?;
+        let dataset_offset = part10::write_meta(&mut file, sop_class, sop_uid, ts, calling_ae)?;
         Ok(IncomingInstance {
             sop_class: sop_class.to_string(),
             sop_uid: sop_uid.to_string(),
             transfer_syntax: ts.to_string(),
             calling_ae: calling_ae.to_string(),
             path,
+            dataset_offset,
             file: Some(file),
             bytes: 0,
         })
@@ -143,6 +145,8 @@ impl Spool {
         let header = read_header(&temp, &inc.transfer_syntax).map_err(|reason| {
             cleanup(StoreError::Unreadable { sop_uid: sop_uid.clone(), reason })
         })?;
+        part10::check_structure(&temp, inc.dataset_offset, &inc.transfer_syntax)
+            .map_err(|reason| cleanup(StoreError::Unreadable { sop_uid: sop_uid.clone(), reason: format!("malformed data set: {reason}") }))?;
         if header.sop_uid != inc.sop_uid {
             return Err(cleanup(StoreError::Unreadable {
                 sop_uid,

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when it is missing, builds the
+# node, runs the unit tests and then the black-box integration tests against real
+# peers (dcmtk, Orthanc) on 127.0.0.1. Exits non-zero if anything fails.
+# Extra arguments go to pytest, e.g. ./test.sh -k echo
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT="$(pwd)"
+export PATH="$PATH:/usr/sbin:/sbin"   # Orthanc lives in /usr/sbin
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+# --- (a) system tools ---------------------------------------------------------------
+TOOLS=(storescu storescp echoscu dcmsend dciodvfy dsrdump Orthanc)
+missing=()
+for t in "${TOOLS[@]}"; do
+  command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+done
+PYTHON="${PYTHON:-python3}"
+pkgs=()
+if [ "${#missing[@]}" -gt 0 ]; then
+  pkgs+=(dcmtk dicom3tools orthanc)
+fi
+# charls-sys (JPEG-LS in dicom-pixeldata) builds its C++ sources with cmake
+command -v cmake >/dev/null 2>&1 || { pkgs+=(cmake); missing+=(cmake); }
+command -v c++ >/dev/null 2>&1 || { pkgs+=(g++); missing+=(c++); }
+# python3 with a working venv module (Debian splits ensurepip into python3-venv)
+if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  if [ ! -x "$ROOT/.venv-tests/bin/python" ]; then
+    pkgs+=(python3 python3-venv)
+  fi
+fi
+if [ "${#pkgs[@]}" -gt 0 ]; then
+  log "installing system packages: ${pkgs[*]} (missing tools: ${missing[*]:-none})"
+  if [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "error: not root and no sudo; install ${pkgs[*]} by hand" >&2
+    exit 1
+  fi
+  $SUDO apt-get update
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
+  for t in "${TOOLS[@]}"; do
+    command -v "$t" >/dev/null 2>&1 || { echo "error: $t still missing after apt-get install" >&2; exit 1; }
+  done
+fi
+
+# --- (b) python venv for the integration tests ---------------------------------------
+VENV="$ROOT/.venv-tests"
+REQ="$ROOT/integration-tests/requirements.txt"
+STAMP="$VENV/.requirements.stamp"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ] || ! cmp -s "$REQ" "$STAMP"; then
+  log "installing python test requirements"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -r "$REQ"
+  cp "$REQ" "$STAMP"
+fi
+
+# --- (c) build and unit tests ------------------------------------------------------------
+log "cargo build --release --locked"
+cargo build --release --locked
+log "cargo test --release --locked"
+cargo test --release --locked
+
+# --- (d) integration tests ---------------------------------------------------------------
+log "integration tests"
+export AINODE_BIN="${AINODE_BIN:-$ROOT/target/release/ainode}"
+"$VENV/bin/python" -m pytest -q integration-tests "$@"
