@@ -154,8 +154,17 @@ impl Connection {
         head[6..10].copy_from_slice(&item_len.to_be_bytes());
         head[10] = context_id;
         head[11] = (is_command as u8) | ((is_last as u8) << 1);
-        self.writer.write_all(&head).await?;
-        self.writer.write_all(data).await?;
+        if data.len() <= 1 << 20 {
+            // One write per PDU: with TCP_NODELAY a separate 12-byte header
+            // write would go out as its own packet.
+            let mut pdu = Vec::with_capacity(12 + data.len());
+            pdu.extend_from_slice(&head);
+            pdu.extend_from_slice(data);
+            self.writer.write_all(&pdu).await?;
+        } else {
+            self.writer.write_all(&head).await?;
+            self.writer.write_all(data).await?;
+        }
         Ok(())
     }
 
