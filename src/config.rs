@@ -27,6 +27,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub export: ExportConfig,
     pub retention: RetentionConfig,
+    pub results: ResultsConfig,
     #[serde(default)]
     pub peers: Vec<Peer>,
     #[serde(default)]
@@ -95,6 +96,29 @@ pub struct ExportConfig {
 pub struct RetentionConfig {
     pub keep_seconds: u64,
     pub sweep_seconds: u64,
+}
+
+/// Attributes of the result objects the node writes (SEG, SR, GSPS, SC).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsConfig {
+    pub manufacturer: String,
+    pub model_name: String,
+    /// Empty: the node's AE title.
+    pub device_serial_number: String,
+    pub institution_name: String,
+    /// Content Creator's Name (DICOM PN, e.g. "AINODE^AI").
+    pub content_creator: String,
+    pub seg_series_number: i32,
+    pub seg_series_description: String,
+    pub sr_series_number: i32,
+    pub sr_series_description: String,
+    pub pr_series_number: i32,
+    pub pr_series_description: String,
+    pub sc_series_number: i32,
+    pub sc_series_description: String,
+    /// Leave SEG frames without foreground out (default: keep them).
+    pub seg_omit_empty_frames: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -227,6 +251,35 @@ impl Config {
         for uid in &self.node.private_sop_classes {
             if !is_uid(uid) {
                 return Err(bad("node.private_sop_classes", format!("`{uid}` is not a UID")));
+            }
+        }
+        let r = &self.results;
+        for (field, value, max) in [
+            ("results.manufacturer", &r.manufacturer, 64),
+            ("results.model_name", &r.model_name, 64),
+            ("results.device_serial_number", &r.device_serial_number, 64),
+            ("results.institution_name", &r.institution_name, 64),
+            ("results.content_creator", &r.content_creator, 64),
+            ("results.seg_series_description", &r.seg_series_description, 64),
+            ("results.sr_series_description", &r.sr_series_description, 64),
+            ("results.pr_series_description", &r.pr_series_description, 64),
+            ("results.sc_series_description", &r.sc_series_description, 64),
+        ] {
+            if value.len() > max || value.contains('\\') || value.chars().any(|c| c.is_control()) {
+                return Err(bad(field, format!("at most {max} characters, no backslash or control characters")));
+            }
+        }
+        if r.manufacturer.trim().is_empty() || r.model_name.trim().is_empty() {
+            return Err(bad("results.manufacturer/model_name", "must not be empty (Type 1 in SEG)".into()));
+        }
+        for (field, n) in [
+            ("results.seg_series_number", r.seg_series_number),
+            ("results.sr_series_number", r.sr_series_number),
+            ("results.pr_series_number", r.pr_series_number),
+            ("results.sc_series_number", r.sc_series_number),
+        ] {
+            if n < 0 {
+                return Err(bad(field, "must not be negative".into()));
             }
         }
         if self.assembly.quiet_seconds == 0 {

@@ -51,10 +51,70 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<JobsAction>,
     },
+    /// Write a result object (SEG, SR, GSPS) from files; see docs/encode-json.md.
+    Encode {
+        #[command(subcommand)]
+        what: EncodeCmd,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum EncodeCmd {
+    /// Segmentation from a NIfTI label map on a DICOM series.
+    Seg {
+        /// The series: a folder (searched recursively) or files.
+        #[arg(long, required = true, num_args = 1..)]
+        series: Vec<PathBuf>,
+        /// Label map (.nii or .nii.gz), any orientation; placed by its affine.
+        #[arg(long)]
+        labelmap: PathBuf,
+        /// Segments file (JSON): label values, names, codes, colours.
+        #[arg(long)]
+        segments: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Pipeline id (enters the deterministic UIDs).
+        #[arg(long, default_value = "encode")]
+        pipeline: String,
+        /// Model version (default: the segments' algorithm version).
+        #[arg(long)]
+        model_version: Option<String>,
+        /// Accept a label map without foreground.
+        #[arg(long)]
+        allow_empty: bool,
+        /// Leave out frames without foreground (default: results.seg_omit_empty_frames).
+        #[arg(long)]
+        omit_empty_frames: Option<bool>,
+    },
+    /// TID 1500 Structured Report from a report file (JSON).
+    Sr {
+        /// The images (and SEGs) the report refers to: files or folders.
+        #[arg(long, required = true, num_args = 1..)]
+        evidence: Vec<PathBuf>,
+        #[arg(long)]
+        report: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "encode")]
+        pipeline: String,
+    },
+    /// Grayscale Softcopy Presentation State from an annotations file (JSON).
+    Gsps {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        annotations: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "encode")]
+        pipeline: String,
+        #[arg(long, default_value = "0")]
+        model_version: String,
     },
 }
 
@@ -131,6 +191,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Send { target, paths, calling_ae, batch } => {
             let opts = scu_opts(load()?, calling_ae);
             send(&target, &opts, &paths, batch)
+        }
+        Cmd::Encode { what } => {
+            use ainode::encode::commands;
+            let settings = ainode::encode::EncoderSettings::from_config(&load()?);
+            let w = match what {
+                EncodeCmd::Seg { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames } => commands::seg(
+                    settings,
+                    &commands::SegCommand { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames },
+                )?,
+                EncodeCmd::Sr { evidence, report, out, pipeline } => commands::sr(settings, &commands::SrCommand { evidence, report, out, pipeline })?,
+                EncodeCmd::Gsps { image, annotations, out, pipeline, model_version } => {
+                    commands::gsps(settings, &commands::GspsCommand { image, annotations, out, pipeline, model_version })?
+                }
+            };
+            println!("wrote {} (SOP Class {}, SOP Instance {}): {}", w.path.display(), w.sop_class_uid, w.sop_instance_uid, w.detail);
+            Ok(0)
         }
         Cmd::Jobs { json, action } => {
             let cfg = load()?;
