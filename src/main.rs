@@ -116,6 +116,47 @@ enum EncodeCmd {
         #[arg(long, default_value = "0")]
         model_version: String,
     },
+    /// Secondary Capture of a derived image given as NIfTI (columns, rows[, frames]) of integers 0..=65535.
+    Sc {
+        /// The images it derives from (files or folders).
+        #[arg(long, required = true, num_args = 1..)]
+        source: Vec<PathBuf>,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        description: String,
+        /// ROW,COLUMN spacing in mm.
+        #[arg(long, value_parser = parse_pair)]
+        pixel_spacing: Option<(f64, f64)>,
+        /// SLOPE,INTERCEPT[,TYPE] (type default "US").
+        #[arg(long)]
+        rescale: Option<String>,
+        /// CENTER,WIDTH in rescaled units.
+        #[arg(long, value_parser = parse_pair)]
+        window: Option<(f64, f64)>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "encode")]
+        pipeline: String,
+        #[arg(long, default_value = "0")]
+        model_version: String,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(f64, f64), String> {
+    let v: Vec<f64> = s.split(',').map(|x| x.trim().parse::<f64>().map_err(|e| format!("`{x}`: {e}"))).collect::<Result<_, _>>()?;
+    match v[..] {
+        [a, b] => Ok((a, b)),
+        _ => Err("expected two numbers: A,B".into()),
+    }
+}
+
+fn parse_rescale(s: &str) -> anyhow::Result<(f64, f64, String)> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    match parts[..] {
+        [a, b] | [a, b, _] => Ok((a.parse()?, b.parse()?, parts.get(2).unwrap_or(&"US").to_string())),
+        _ => bail!("--rescale: expected SLOPE,INTERCEPT[,TYPE]"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -201,6 +242,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     &commands::SegCommand { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames },
                 )?,
                 EncodeCmd::Sr { evidence, report, out, pipeline } => commands::sr(settings, &commands::SrCommand { evidence, report, out, pipeline })?,
+                EncodeCmd::Sc { source, image, description, pixel_spacing, rescale, window, out, pipeline, model_version } => {
+                    let rescale = rescale.as_deref().map(parse_rescale).transpose()?;
+                    commands::sc(
+                        settings,
+                        &commands::ScCommand {
+                            sources: source,
+                            image,
+                            description,
+                            pixel_spacing: pixel_spacing.map(|(r, c)| [r, c]),
+                            rescale,
+                            window,
+                            out,
+                            pipeline,
+                            model_version,
+                        },
+                    )?
+                }
                 EncodeCmd::Gsps { image, annotations, out, pipeline, model_version } => {
                     commands::gsps(settings, &commands::GspsCommand { image, annotations, out, pipeline, model_version })?
                 }

@@ -8,9 +8,10 @@ use super::dataset::get_str;
 use super::gsps::{encode_gsps, GspsOptions};
 use super::seg::{encode_seg, SegOptions};
 use super::source::{grid_of, SourceInstance};
+use super::sc::encode_sc;
 use super::sr::{encode_sr, SrOptions};
 use super::{json, labelmap, EncodeError};
-use crate::findings::{LabelMap, Segmentation};
+use crate::findings::{DerivedImage, LabelMap, Segmentation};
 
 /// What a command wrote.
 #[derive(Debug, Clone)]
@@ -167,4 +168,40 @@ pub fn gsps(settings: EncoderSettings, cmd: &GspsCommand) -> Result<Written, Enc
     let obj = encode_gsps(&ctx, &image, &spec.overlay, &opts)?;
     write_part10(&cmd.out, &obj)?;
     Ok(written(&cmd.out, &obj, format!("{} graphics, {} texts", spec.overlay.graphics.len(), spec.overlay.texts.len())))
+}
+
+#[derive(Debug, Clone)]
+pub struct ScCommand {
+    pub sources: Vec<PathBuf>,
+    /// NIfTI with (columns, rows[, frames]) unsigned integer voxels.
+    pub image: PathBuf,
+    pub description: String,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub rescale: Option<(f64, f64, String)>,
+    pub window: Option<(f64, f64)>,
+    pub out: PathBuf,
+    pub pipeline: String,
+    pub model_version: String,
+}
+
+pub fn sc(settings: EncoderSettings, cmd: &ScCommand) -> Result<Written, EncodeError> {
+    let sources = open_dicom(&cmd.sources)?;
+    let vol = labelmap::read_nifti(&cmd.image)?;
+    let [cols, rows, frames] = vol.dims;
+    let too_big = |n: usize| u16::try_from(n).map_err(|_| EncodeError::invalid("image", format!("{n} rows or columns is too many")));
+    let img = DerivedImage {
+        rows: too_big(rows)?,
+        cols: too_big(cols)?,
+        frames: frames as u32,
+        pixels: vol.values,
+        rescale: cmd.rescale.clone(),
+        pixel_spacing: cmd.pixel_spacing,
+        window: cmd.window,
+        description: cmd.description.clone(),
+        derived_from: sources.iter().filter(|s| s.is_image()).map(|s| s.frame_ref(1)).collect(),
+    };
+    let ctx = ResultContext::new(settings, &cmd.pipeline, &cmd.model_version);
+    let obj = encode_sc(&ctx, &sources, &img)?;
+    write_part10(&cmd.out, &obj)?;
+    Ok(written(&cmd.out, &obj, format!("{cols} x {rows} x {frames} frames")))
 }

@@ -221,6 +221,18 @@ pub fn base_dataset(
     o
 }
 
+/// General Series Laterality (Type 2C): the source's Laterality or Image
+/// Laterality when R or L, otherwise empty (unknown).
+pub fn put_laterality(o: &mut Obj, source: &SourceInstance) {
+    let lat = super::dataset::get_str(&source.obj, tags::LATERALITY)
+        .or_else(|| super::dataset::get_str(&source.obj, tags::IMAGE_LATERALITY))
+        .filter(|l| l == "R" || l == "L");
+    match lat {
+        Some(l) => put_str(o, tags::LATERALITY, VR::CS, &l),
+        None => put_empty(o, tags::LATERALITY, VR::CS),
+    }
+}
+
 /// Writes `obj` as a Part 10 file (Explicit VR Little Endian, our
 /// implementation class UID): temporary file, fsync, rename.
 pub fn write_part10(path: &Path, obj: &Obj) -> Result<(), EncodeError> {

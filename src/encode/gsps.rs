@@ -72,14 +72,10 @@ pub fn encode_gsps(ctx: &ResultContext, image: &SourceInstance, overlay: &Overla
 
     let uids = ctx.uids(ResultKind::Gsps, std::slice::from_ref(image), &[])?;
     let mut o = base_dataset(ctx, ResultKind::Gsps, GRAYSCALE_SOFTCOPY_PRESENTATION_STATE, "PR", &uids, image);
-    // General Series: Laterality (Type 2C)
-    let lat = get_str(&image.obj, tags::LATERALITY)
-        .or_else(|| get_str(&image.obj, tags::IMAGE_LATERALITY))
-        .filter(|l| l == "R" || l == "L");
-    match lat {
-        Some(l) => put_str(&mut o, tags::LATERALITY, VR::CS, &l),
-        None => put_empty(&mut o, tags::LATERALITY, VR::CS),
-    }
+    // the PR IOD has Presentation Creation Date/Time instead
+    o.remove_element(tags::CONTENT_DATE);
+    o.remove_element(tags::CONTENT_TIME);
+    super::common::put_laterality(&mut o, image);
     // Presentation State Identification
     put_str(&mut o, tags::CONTENT_LABEL, VR::CS, &opts.content_label);
     match &opts.content_description {

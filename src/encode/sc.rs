@@ -53,6 +53,7 @@ pub fn encode_sc(ctx: &ResultContext, sources: &[SourceInstance], img: &DerivedI
     let uids = ctx.uids(ResultKind::Sc, sources, &[&img.description])?;
     let class = if multi { MULTIFRAME_GRAYSCALE_WORD_SC } else { SECONDARY_CAPTURE };
     let mut o = base_dataset(ctx, ResultKind::Sc, class, "OT", &uids, &sources[0]);
+    super::common::put_laterality(&mut o, &sources[0]);
     put_strs(&mut o, tags::IMAGE_TYPE, VR::CS, &["DERIVED".into(), "SECONDARY".into()]);
     put_str(&mut o, tags::CONVERSION_TYPE, VR::CS, "WSD");
     put_str(&mut o, tags::DERIVATION_DESCRIPTION, VR::ST, &img.description);

@@ -227,7 +227,7 @@ pub mod names {
         c("121191", "DCM", "Referenced Segment")
     }
     pub fn source_image_for_segmentation() -> Code {
-        c("121233", "DCM", "Source Image for Segmentation")
+        c("121233", "DCM", "Source image for segmentation")
     }
     pub fn source_series_for_segmentation() -> Code {
         c("121232", "DCM", "Source series for segmentation")

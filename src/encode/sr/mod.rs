@@ -79,7 +79,8 @@ pub fn encode_sr(ctx: &ResultContext, evidence: &[SourceInstance], findings: &Fi
     validate_code("title", &opts.title)?;
     let ev = Evidence { by_uid: evidence.iter().map(|s| (s.sop_instance_uid.as_str(), s)).collect() };
     let three_d = findings.has_3d();
-    let uids = ctx.uids(ResultKind::Sr, evidence, &[])?;
+    // a 2D and a 3D report of the same inputs are different objects
+    let uids = ctx.uids(ResultKind::Sr, evidence, &[if three_d { "kind:SR3D" } else { "kind:SR" }])?;
 
     // measurement groups
     let mut groups = Vec::new();
