@@ -61,3 +61,6 @@ impl EncodeError {
         EncodeError::Geometry { study: study.into(), reason: reason.into() }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -68,7 +68,7 @@ pub fn encode_seg(ctx: &ResultContext, sources: &[SourceInstance], seg: &Segment
             return Err(EncodeError::SourceAttribute {
                 file: s.file(),
                 attribute: "Rows/Columns".into(),
-                reason: format!("source is {:?} x {:?}, the label map is {} x {} (rows x columns)", s.rows, s.cols, grid.rows, grid.cols),
+                reason: format!("source is {} x {}, the label map is {} x {} (rows x columns)", s.rows.unwrap_or(0), s.cols.unwrap_or(0), grid.rows, grid.cols),
             });
         }
         if let Some(n) = f.source.frame_number {

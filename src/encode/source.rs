@@ -227,7 +227,10 @@ pub fn grid_of(sources: &[SourceInstance]) -> Result<SourceGrid, EncodeError> {
             return Err(EncodeError::geometry(&study, format!("{} is in another series ({}); a label map lives on one series", s.file(), s.series_instance_uid)));
         }
         if s.rows != Some(rows) || s.cols != Some(cols) {
-            return Err(EncodeError::geometry(&study, format!("{} is {:?}x{:?}, the series is {rows}x{cols} (rows x columns)", s.file(), s.rows, s.cols)));
+            return Err(EncodeError::geometry(
+                &study,
+                format!("{} is {} x {}, the series is {rows} x {cols} (rows x columns)", s.file(), s.rows.unwrap_or(0), s.cols.unwrap_or(0)),
+            ));
         }
         for f in 1..=s.frames() {
             let g = s.frame_geometry(f);
