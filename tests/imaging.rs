@@ -6,6 +6,7 @@
 //! `(2^BitsStored - 1) - v`) unless a comment says they come from pydicom's
 //! own reference table (tests/pixels/pixels_reference.py in pydicom).
 //! Tests whose input files are absent print SKIP and pass.
+#![allow(clippy::needless_range_loop)]
 
 use std::path::{Path, PathBuf};
 
@@ -462,10 +463,12 @@ fn gantry_tilt_is_detected_with_its_angle_and_resampled() {
     let tilt: f64 = 12.0;
     let tan = tilt.to_radians().tan();
     // slices 2 mm apart along z, shifted in +y (the column direction) by z * tan(tilt)
-    let positions: Vec<[f64; 3]> = (0..6).map(|k| {
-        let z = 2.0 * k as f64;
-        [0.0, (z * tan * 1e6).round() / 1e6, z]
-    }).collect();
+    let positions: Vec<[f64; 3]> = (0..6)
+        .map(|k| {
+            let z = 2.0 * k as f64;
+            [0.0, (z * tan * 1e6).round() / 1e6, z]
+        })
+        .collect();
     // stored values: a linear function of the patient y of each pixel, so resampling can be checked exactly
     let mut paths = Vec::new();
     for (k, pos) in positions.iter().enumerate() {
@@ -518,10 +521,12 @@ fn oblique_series_roundtrips_and_matches_positions() {
     series.orientation = [row[0], row[1], row[2], col[0], col[1], col[2]];
     series.pixel_spacing = [0.8, 0.6];
     let n = [row[1] * col[2] - row[2] * col[1], row[2] * col[0] - row[0] * col[2], row[0] * col[1] - row[1] * col[0]];
-    let positions: Vec<[f64; 3]> = (0..4).map(|k| {
-        let d = 3.0 * k as f64;
-        [5.0 + d * n[0], -7.0 + d * n[1], 11.0 + d * n[2]]
-    }).collect();
+    let positions: Vec<[f64; 3]> = (0..4)
+        .map(|k| {
+            let d = 3.0 * k as f64;
+            [5.0 + d * n[0], -7.0 + d * n[1], 11.0 + d * n[2]]
+        })
+        .collect();
     let paths = write_series(dir.path(), &series, &positions);
     let vol = load_series(&paths).unwrap();
     assert_eq!(vol.dims, [7, 6, 4]);
@@ -626,4 +631,56 @@ fn enhanced_multiframe_with_per_frame_rescale() {
     assert_eq!(vol.get(2, 1, 2), -90.0);
     // the same object in a list of paths works too
     assert_eq!(load_series(&[path]).unwrap().data, vol.data);
+}
+
+// ---------- resampling real data ----------
+
+#[test]
+fn ct_resample_crop_and_window() {
+    use ainode::imaging::resample::{crop_to_body, resample_like, resample_to_spacing, window, Interpolation};
+    let Some(dir) = samples("ct-totalseg") else { return };
+    let vol = load_series(&files_in(&dir)).unwrap();
+
+    // twice the in-plane spacing, so that every other old voxel is a new voxel
+    let iso = resample_to_spacing(&vol, [1.953125, 1.953125, 2.0], Interpolation::Linear);
+    assert_eq!(iso.dims, [256, 256, 20]);
+    assert_eq!(iso.origin, vol.origin);
+    assert_eq!(iso.sources, vol.sources);
+    // a voxel on both grids (even i, j): same value
+    assert_eq!(iso.get(100, 120, 7), vol.get(200, 240, 7));
+    let bs = resample_to_spacing(&vol, [1.953125, 1.953125, 2.0], Interpolation::BSpline3);
+    assert!((bs.get(100, 120, 7) - vol.get(200, 240, 7)).abs() < 0.05);
+
+    // back onto the original grid: a label map stays a label map
+    let labels = ainode::imaging::Volume {
+        data: vol
+            .data
+            .iter()
+            .map(|&v| {
+                if v > 200.0 {
+                    2.0
+                } else if v > -300.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+        ..vol.clone()
+    };
+    let coarse = resample_to_spacing(&labels, [3.0, 3.0, 4.0], Interpolation::Nearest);
+    let back = resample_like(&coarse, &vol, Interpolation::Nearest, 0.0);
+    assert_eq!(back.dims, vol.dims);
+    assert!(back.data.iter().all(|v| [0.0, 1.0, 2.0].contains(v)));
+    let agree = back.data.iter().zip(&labels.data).filter(|(a, b)| a == b).count() as f64 / labels.data.len() as f64;
+    assert!(agree > 0.9, "label agreement {agree}");
+
+    let body = crop_to_body(&vol, -500.0, 5.0).unwrap();
+    let size = body.bbox.size();
+    assert!(size[0] < 512 && size[1] < 512 && size[0] > 200 && size[1] > 150, "{:?}", body.bbox);
+    assert_eq!(body.volume.voxel_to_patient([0.0; 3]), vol.voxel_to_patient([body.bbox.min[0] as f64, body.bbox.min[1] as f64, body.bbox.min[2] as f64]));
+    assert_eq!(body.volume.get(10, 10, 3), vol.get(body.bbox.min[0] + 10, body.bbox.min[1] + 10, body.bbox.min[2] + 3));
+
+    let w = window(&body.volume, 40.0, 400.0);
+    assert!(w.data.iter().all(|v| (0.0..=1.0).contains(v)));
 }

@@ -31,7 +31,10 @@ fn unknown_vr_bytes(e: &InMemElement) -> Option<(VR, &[u8])> {
 }
 
 fn is_text_vr(vr: VR) -> bool {
-    matches!(vr, VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::TM | VR::UC | VR::UI | VR::UR | VR::UT)
+    matches!(
+        vr,
+        VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::LO | VR::LT | VR::PN | VR::SH | VR::ST | VR::TM | VR::UC | VR::UI | VR::UR | VR::UT
+    )
 }
 
 fn trim(s: &str) -> &str {

@@ -102,8 +102,7 @@ impl DecodedImage {
 
 /// Open a Part 10 file (whole object, pixel data included).
 pub fn open(path: &Path) -> Result<DefaultDicomObject> {
-    dicom_object::open_file(path)
-        .map_err(|e| ImagingError::Open { path: path.to_path_buf(), reason: error_chain(&e) })
+    dicom_object::open_file(path).map_err(|e| ImagingError::Open { path: path.to_path_buf(), reason: error_chain(&e) })
 }
 
 /// Decode every frame of the Part 10 file at `path`.
@@ -160,11 +159,7 @@ impl PixelFormat {
         let req = |tag: Tag, name: &'static str| -> Result<i64> {
             attrs::int(ds, tag).ok_or_else(|| ImagingError::MissingAttribute { sop_instance_uid: uid.to_string(), attribute: name })
         };
-        let invalid = |name: &'static str, reason: String| ImagingError::InvalidAttribute {
-            sop_instance_uid: uid.to_string(),
-            attribute: name,
-            reason,
-        };
+        let invalid = |name: &'static str, reason: String| ImagingError::InvalidAttribute { sop_instance_uid: uid.to_string(), attribute: name, reason };
         let rows = req(tags::ROWS, "Rows (0028,0010)")?;
         let cols = req(tags::COLUMNS, "Columns (0028,0011)")?;
         if rows <= 0 || cols <= 0 {
@@ -174,9 +169,13 @@ impl PixelFormat {
         let bits_stored = attrs::int(ds, tags::BITS_STORED).unwrap_or(bits_allocated);
         let high_bit = attrs::int(ds, tags::HIGH_BIT).unwrap_or(bits_stored - 1);
         let samples = attrs::int(ds, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
-        let photometric = attrs::string(ds, tags::PHOTOMETRIC_INTERPRETATION)
-            .map(|s| s.to_ascii_uppercase())
-            .unwrap_or_else(|| if samples == 3 { "RGB".into() } else { "MONOCHROME2".into() });
+        let photometric = attrs::string(ds, tags::PHOTOMETRIC_INTERPRETATION).map(|s| s.to_ascii_uppercase()).unwrap_or_else(|| {
+            if samples == 3 {
+                "RGB".into()
+            } else {
+                "MONOCHROME2".into()
+            }
+        });
         let unsupported = |reason: String| ImagingError::UnsupportedPixelData { sop_instance_uid: uid.to_string(), reason };
         if !matches!(bits_allocated, 1 | 8 | 16 | 32) {
             return Err(unsupported(format!("Bits Allocated {bits_allocated} (1, 8, 16 or 32 are decoded)")));
@@ -238,9 +237,7 @@ impl PixelFormat {
 /// those bytes are in.
 fn native_bytes<'a>(obj: &'a DefaultDicomObject, fmt: &PixelFormat, uid: &str, ts_uid: &str) -> Result<(Cow<'a, [u8]>, String)> {
     let unsupported = |reason: String| ImagingError::UnsupportedPixelData { sop_instance_uid: uid.to_string(), reason };
-    let ts = TransferSyntaxRegistry
-        .get(ts_uid)
-        .ok_or_else(|| unsupported(format!("unknown transfer syntax {ts_uid}")))?;
+    let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| unsupported(format!("unknown transfer syntax {ts_uid}")))?;
     let ts_name = format!("{} ({})", ts.name(), ts_uid);
     let elem = obj.get(tags::PIXEL_DATA).expect("checked by the caller");
 
@@ -290,11 +287,9 @@ fn native_bytes<'a>(obj: &'a DefaultDicomObject, fmt: &PixelFormat, uid: &str, t
             let photometric = photometric_after_codec(ts_uid, &fmt.photometric, fmt.samples);
             Ok((Cow::Owned(decoded.into_data()), photometric))
         }
-        Value::Sequence(_) => Err(ImagingError::InvalidAttribute {
-            sop_instance_uid: uid.to_string(),
-            attribute: "PixelData (7FE0,0010)",
-            reason: "is a sequence".into(),
-        }),
+        Value::Sequence(_) => {
+            Err(ImagingError::InvalidAttribute { sop_instance_uid: uid.to_string(), attribute: "PixelData (7FE0,0010)", reason: "is a sequence".into() })
+        }
     }
 }
 
@@ -403,7 +398,10 @@ fn photometric_after_codec(ts_uid: &str, photometric: &str, samples: usize) -> S
         return photometric.to_string();
     }
     let jpeg = matches!(ts_uid, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70");
-    let j2k = matches!(ts_uid, "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" | "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203");
+    let j2k = matches!(
+        ts_uid,
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" | "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203"
+    );
     match photometric {
         "YBR_FULL" | "YBR_FULL_422" | "YBR_PARTIAL_420" | "YBR_PARTIAL_422" if jpeg => "RGB".into(),
         "YBR_ICT" | "YBR_RCT" if j2k => "RGB".into(),
@@ -574,11 +572,7 @@ fn convert(obj: &DefaultDicomObject, fmt: &PixelFormat, uid: &str, bytes: &[u8],
     };
 
     let frame_bytes = fmt.native_frame_bytes(photometric);
-    let available = if fmt.bits_allocated == 1 {
-        (bytes.len() * 8) / (fmt.pixels() * fmt.samples)
-    } else {
-        bytes.len() / frame_bytes
-    };
+    let available = if fmt.bits_allocated == 1 { (bytes.len() * 8) / (fmt.pixels() * fmt.samples) } else { bytes.len() / frame_bytes };
     if available < fmt.frames {
         return Err(ImagingError::InvalidAttribute {
             sop_instance_uid: uid.to_string(),
@@ -610,11 +604,10 @@ fn convert(obj: &DefaultDicomObject, fmt: &PixelFormat, uid: &str, bytes: &[u8],
     let half = 2f64.powi(fmt.bits_stored as i32 - 1);
     let max_value = 2f64.powi(fmt.bits_stored as i32) - 1.0;
     let mut buf = Vec::new();
-    for f in 0..fmt.frames {
+    for (f, &r) in rescales.iter().enumerate() {
         stored_values(fmt, photometric, bytes, f, &mut buf);
         match &kind {
             Kind::Mono { invert } => {
-                let r = rescales[f];
                 if *invert {
                     let (a, b) = (r.apply(smin), r.apply(smax));
                     let sum = a + b;
@@ -762,11 +755,7 @@ fn read_palette_channel(ds: &Ds, uid: &str, channel: usize) -> Result<(f64, Vec<
         return Err(ImagingError::MissingAttribute { sop_instance_uid: uid.to_string(), attribute: desc_name });
     }
     // the first mapped value may be encoded as SS or US
-    let desc: Vec<i64> = attrs::floats(ds, desc_tag)
-        .ok_or_else(|| invalid(desc_name, "not numeric".into()))?
-        .iter()
-        .map(|v| *v as i64)
-        .collect();
+    let desc: Vec<i64> = attrs::floats(ds, desc_tag).ok_or_else(|| invalid(desc_name, "not numeric".into()))?.iter().map(|v| *v as i64).collect();
     if desc.len() != 3 {
         return Err(invalid(desc_name, format!("{} values, 3 expected", desc.len())));
     }

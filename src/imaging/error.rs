@@ -46,7 +46,9 @@ pub enum ImagingError {
     #[error("series {series_instance_uid}: missing slice(s): gap of {gap_mm:.3} mm after instance {after_sop_instance_uid} where the median spacing is {median_mm:.3} mm")]
     MissingSlices { series_instance_uid: String, after_sop_instance_uid: String, gap_mm: f64, median_mm: f64 },
 
-    #[error("series {series_instance_uid}: uneven slice spacing: {min_mm:.4} to {max_mm:.4} mm (median {median_mm:.4}, tolerance {tolerance:.4} of the median)")]
+    #[error(
+        "series {series_instance_uid}: uneven slice spacing: {min_mm:.4} to {max_mm:.4} mm (median {median_mm:.4}, tolerance {tolerance:.4} of the median)"
+    )]
     UnevenSpacing { series_instance_uid: String, min_mm: f64, max_mm: f64, median_mm: f64, tolerance: f64 },
 
     #[error("geometry: {reason}")]

@@ -126,7 +126,7 @@ impl UltrasoundRegion {
     /// `[row_mm, col_mm]` when both directions are in cm with a positive delta.
     pub fn spacing_mm(&self) -> Option<[f64; 2]> {
         let ok = |d: f64| d.is_finite() && d > 0.0;
-        (self.units_x == 3 && self.units_y == 3 && ok(self.delta_x) && ok(self.delta_y)).then(|| [self.delta_y * 10.0, self.delta_x * 10.0])
+        (self.units_x == 3 && self.units_y == 3 && ok(self.delta_x) && ok(self.delta_y)).then_some([self.delta_y * 10.0, self.delta_x * 10.0])
     }
 }
 
@@ -340,6 +340,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn invert3_roundtrip() {
         let m = [[0.3, -1.2, 2.0], [1.0, 0.5, 0.0], [-0.7, 0.1, 4.0]];
         let inv = invert3(m).unwrap();

@@ -13,13 +13,17 @@ mod attrs;
 pub mod decode;
 pub mod error;
 pub mod geometry;
+pub mod resample;
 pub mod synth;
 pub mod volume;
 
 pub use decode::{decode_file, decode_object, ColorMode, DecodedImage, Rescale};
 pub use error::ImagingError;
 pub use geometry::{frame_plane, pixel_spacing, pixel_spacing_at, FramePlane, Spacing2D, SpacingSource, UltrasoundRegion};
+pub use resample::{
+    crop, crop_to_body, resample_like, resample_to_grid, resample_to_spacing, window, window_values, BodyCrop, BoundingBox, Interpolation, Sampler,
+};
 pub use volume::{
-    group_by_series, load_multiframe, load_series, load_series_with, volume_from_object, Grid, ResampleOrRefuse, SeriesGroup, SeriesGrouping, SeriesOptions, SeriesReport,
-    SharedFrameOfReference, SliceGap, SourceFrame, Volume,
+    group_by_series, load_multiframe, load_series, load_series_with, volume_from_object, Grid, ResampleOrRefuse, SeriesGroup, SeriesGrouping, SeriesOptions,
+    SeriesReport, SharedFrameOfReference, SliceGap, SourceFrame, Volume,
 };

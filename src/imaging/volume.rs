@@ -279,10 +279,7 @@ pub fn volume_from_object(obj: &DefaultDicomObject, opts: &SeriesOptions) -> Res
 
 /// Open a Part 10 file without its pixel data.
 pub(crate) fn open_header(path: &Path) -> Result<DefaultDicomObject> {
-    OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| ImagingError::Open { path: path.to_path_buf(), reason: e.to_string() })
+    OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| ImagingError::Open { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 /// One frame of one source, with its plane.
@@ -333,11 +330,8 @@ fn plan_volume(sources: &[&Ds], opts: &SeriesOptions) -> Result<Plan> {
     let for_uid = attrs::string(first, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default();
     let study_uid = attrs::string(first, tags::STUDY_INSTANCE_UID).unwrap_or_default();
 
-    let inconsistent = |sop: &str, reason: String| ImagingError::Inconsistent {
-        series_instance_uid: series_label.clone(),
-        sop_instance_uid: sop.to_string(),
-        reason,
-    };
+    let inconsistent =
+        |sop: &str, reason: String| ImagingError::Inconsistent { series_instance_uid: series_label.clone(), sop_instance_uid: sop.to_string(), reason };
 
     // every frame with its plane
     let mut frames: Vec<FrameRef> = Vec::new();
@@ -347,7 +341,8 @@ fn plan_volume(sources: &[&Ds], opts: &SeriesOptions) -> Result<Plan> {
         let sop = attrs::sop_instance_uid(ds);
         let sop_class = attrs::string(ds, tags::SOP_CLASS_UID).unwrap_or_default();
         let rows = attrs::int(ds, tags::ROWS).ok_or(ImagingError::MissingAttribute { sop_instance_uid: sop.clone(), attribute: "Rows (0028,0010)" })? as usize;
-        let cols = attrs::int(ds, tags::COLUMNS).ok_or(ImagingError::MissingAttribute { sop_instance_uid: sop.clone(), attribute: "Columns (0028,0011)" })? as usize;
+        let cols =
+            attrs::int(ds, tags::COLUMNS).ok_or(ImagingError::MissingAttribute { sop_instance_uid: sop.clone(), attribute: "Columns (0028,0011)" })? as usize;
         match size {
             None => size = Some((rows, cols)),
             Some((r, c)) if (r, c) != (rows, cols) => return Err(inconsistent(&sop, format!("{rows} x {cols} pixels where the series has {r} x {c}"))),
@@ -377,9 +372,8 @@ fn plan_volume(sources: &[&Ds], opts: &SeriesOptions) -> Result<Plan> {
 
     // same orientation and pixel spacing everywhere
     let reference = frames[0].plane;
-    let spacing_of = |fr: &FrameRef| -> Option<[f64; 2]> {
-        fr.plane.pixel_spacing.or_else(|| geometry::pixel_spacing_at(sources[fr.source], fr.frame, None).mm())
-    };
+    let spacing_of =
+        |fr: &FrameRef| -> Option<[f64; 2]> { fr.plane.pixel_spacing.or_else(|| geometry::pixel_spacing_at(sources[fr.source], fr.frame, None).mm()) };
     let ref_spacing = spacing_of(&frames[0]);
     for fr in &frames[1..] {
         let p = &fr.plane;
@@ -431,11 +425,7 @@ fn plan_volume(sources: &[&Ds], opts: &SeriesOptions) -> Result<Plan> {
         s.sort_by(f64::total_cmp);
         (s[0], s[s.len() - 1], median_of_sorted(&s))
     };
-    let tilt = if frames.len() > 1 {
-        angle_deg(sub(frames[frames.len() - 1].plane.position, frames[0].plane.position), normal)
-    } else {
-        0.0
-    };
+    let tilt = if frames.len() > 1 { angle_deg(sub(frames[frames.len() - 1].plane.position, frames[0].plane.position), normal) } else { 0.0 };
     let gaps: Vec<SliceGap> = frames
         .windows(2)
         .filter(|w| w[1].d - w[0].d > opts.missing_slice_factor * median)
@@ -469,10 +459,7 @@ fn plan_volume(sources: &[&Ds], opts: &SeriesOptions) -> Result<Plan> {
     }
     let resampled = tilted || !gaps.is_empty() || uneven;
 
-    let single_slice_spacing = attrs::float(first, tags::SPACING_BETWEEN_SLICES)
-        .filter(|v| *v > 0.0)
-        .or(reference.slice_thickness)
-        .unwrap_or(1.0);
+    let single_slice_spacing = attrs::float(first, tags::SPACING_BETWEEN_SLICES).filter(|v| *v > 0.0).or(reference.slice_thickness).unwrap_or(1.0);
 
     Ok(Plan {
         rows,
@@ -746,7 +733,8 @@ pub fn group_by_series(paths: &[PathBuf]) -> SeriesGrouping {
         g.frames += attrs::number_of_frames(&h);
     }
     let mut series: Vec<SeriesGroup> = by_series.into_values().collect();
-    series.sort_by(|a, b| a.series_number.unwrap_or(i64::MAX).cmp(&b.series_number.unwrap_or(i64::MAX)).then(a.series_instance_uid.cmp(&b.series_instance_uid)));
+    series
+        .sort_by(|a, b| a.series_number.unwrap_or(i64::MAX).cmp(&b.series_number.unwrap_or(i64::MAX)).then(a.series_instance_uid.cmp(&b.series_instance_uid)));
     let mut by_for: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for s in &series {
         if !s.frame_of_reference_uid.is_empty() {
@@ -807,7 +795,8 @@ mod tests {
 
     #[test]
     fn sample_plane_bilinear_and_outside() {
-        let plane = FramePlane { position: [0.0; 3], row_dir: [1.0, 0.0, 0.0], col_dir: [0.0, 1.0, 0.0], pixel_spacing: Some([2.0, 1.0]), slice_thickness: None };
+        let plane =
+            FramePlane { position: [0.0; 3], row_dir: [1.0, 0.0, 0.0], col_dir: [0.0, 1.0, 0.0], pixel_spacing: Some([2.0, 1.0]), slice_thickness: None };
         let slice = [0.0f32, 1.0, 10.0, 11.0]; // 2 x 2
         assert_eq!(sample_plane(&slice, &plane, [1.0, 2.0], 2, 2, [0.5, 1.0, 0.0]), Some(5.5));
         assert_eq!(sample_plane(&slice, &plane, [1.0, 2.0], 2, 2, [1.4, 0.0, 0.0]), Some(1.0));
