@@ -149,6 +149,17 @@ fn twelve_bit_jpeg_extended_is_a_typed_error() {
 }
 
 #[test]
+fn modality_lut_sequence() {
+    let Some(p) = pydicom_file("mlut_18.dcm") else { return };
+    let img = decode_file(&p, ColorMode::Luminance).unwrap();
+    assert!(img.modality_lut);
+    // pydicom apply_modality_lut: stored -1 -> 32759, -83 -> 31447 (LUT descriptor 4096, -2048, 16)
+    assert_eq!(img.get(0, 0, 0, 0), 32759.0);
+    assert_eq!(img.get(0, 256, 256, 0), 31447.0);
+    assert_eq!(img.get(0, 100, 400, 0), 31447.0);
+}
+
+#[test]
 fn monochrome1_is_inverted() {
     let Some(p) = pydicom_file("RG1_UNCR.dcm") else { return };
     let img = decode_file(&p, ColorMode::Luminance).unwrap();

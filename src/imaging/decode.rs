@@ -10,7 +10,8 @@
 //! - Rescale Slope/Intercept is applied per frame: from the frame's Pixel
 //!   Value Transformation Sequence (0028,9145) in the Per-frame Functional
 //!   Groups, else the Shared Functional Groups, else the top level; RT Dose
-//!   without rescale uses Dose Grid Scaling (3004,000E);
+//!   without rescale uses Dose Grid Scaling (3004,000E); a Modality LUT
+//!   Sequence (0028,3000), when present, maps the stored values instead;
 //! - MONOCHROME1 is inverted into MONOCHROME2 sense over the rescaled
 //!   stored range (`min + max - v`), and the result says so;
 //! - RGB, YBR_FULL, YBR_FULL_422 (native or JPEG), YBR_ICT/RCT (JPEG 2000)
@@ -78,8 +79,11 @@ pub struct DecodedImage {
     pub inverted_monochrome1: bool,
     /// Photometric Interpretation as stored in the object.
     pub photometric: String,
-    /// The rescale applied to each frame (identity for colour images).
+    /// The rescale applied to each frame (identity for colour images, and
+    /// when a Modality LUT Sequence was applied).
     pub rescale: Vec<Rescale>,
+    /// A non-linear Modality LUT Sequence (0028,3000) mapped the stored values.
+    pub modality_lut: bool,
 }
 
 impl DecodedImage {
@@ -595,8 +599,12 @@ fn convert(obj: &DefaultDicomObject, fmt: &PixelFormat, uid: &str, bytes: &[u8],
     };
     let px = fmt.pixels();
     let mut data = Vec::with_capacity(fmt.frames * px * out_samples);
+    let modality_lut = match kind {
+        Kind::Mono { .. } => ModalityLut::read(obj, uid)?,
+        _ => None,
+    };
     let rescales = match kind {
-        Kind::Mono { .. } => frame_rescales(obj, fmt.frames),
+        Kind::Mono { .. } if modality_lut.is_none() => frame_rescales(obj, fmt.frames),
         _ => vec![Rescale::IDENTITY; fmt.frames],
     };
     let (smin, smax) = fmt.stored_range();
@@ -607,6 +615,12 @@ fn convert(obj: &DefaultDicomObject, fmt: &PixelFormat, uid: &str, bytes: &[u8],
     for (f, &r) in rescales.iter().enumerate() {
         stored_values(fmt, photometric, bytes, f, &mut buf);
         match &kind {
+            Kind::Mono { invert } if modality_lut.is_some() => {
+                let lut = modality_lut.as_ref().expect("checked");
+                let sum = if *invert { lut.min + lut.max } else { 0.0 };
+                let sign = if *invert { -1.0 } else { 1.0 };
+                data.extend(buf.iter().map(|&v| (sum + sign * lut.map(v)) as f32));
+            }
             Kind::Mono { invert } => {
                 if *invert {
                     let (a, b) = (r.apply(smin), r.apply(smax));
@@ -651,7 +665,53 @@ fn convert(obj: &DefaultDicomObject, fmt: &PixelFormat, uid: &str, bytes: &[u8],
         inverted_monochrome1: matches!(kind, Kind::Mono { invert: true }),
         photometric: fmt.photometric.clone(),
         rescale: rescales,
+        modality_lut: modality_lut.is_some(),
     })
+}
+
+/// A Modality LUT Sequence (0028,3000) item: stored value -> output value.
+#[derive(Debug, Clone)]
+struct ModalityLut {
+    first_mapped: f64,
+    entries: Vec<f64>,
+    min: f64,
+    max: f64,
+}
+
+impl ModalityLut {
+    fn read(ds: &Ds, uid: &str) -> Result<Option<Self>> {
+        let Some(item) = attrs::first_item(ds, tags::MODALITY_LUT_SEQUENCE) else {
+            return Ok(None);
+        };
+        let invalid = |attribute: &'static str, reason: String| ImagingError::InvalidAttribute { sop_instance_uid: uid.to_string(), attribute, reason };
+        const DESC: &str = "Modality LUT Sequence > LUT Descriptor (0028,3002)";
+        const DATA: &str = "Modality LUT Sequence > LUT Data (0028,3006)";
+        let desc = attrs::floats(item, tags::LUT_DESCRIPTOR).ok_or_else(|| invalid(DESC, "missing or not numeric".into()))?;
+        if desc.len() != 3 {
+            return Err(invalid(DESC, format!("{} values, 3 expected", desc.len())));
+        }
+        let entries = if desc[0] == 0.0 { 65536 } else { desc[0] as usize };
+        let bits = desc[2] as u32;
+        let elem = item.get(tags::LUT_DATA).ok_or_else(|| invalid(DATA, "missing".into()))?;
+        let values: Vec<f64> = match elem.value() {
+            Value::Primitive(PrimitiveValue::U16(v)) => v.iter().map(|&x| x as f64).collect(),
+            Value::Primitive(PrimitiveValue::U8(b)) if bits <= 8 => b.iter().map(|&x| x as f64).collect(),
+            Value::Primitive(PrimitiveValue::U8(b)) => b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as f64).collect(),
+            _ => elem.to_multi_float64().map_err(|e| invalid(DATA, e.to_string()))?,
+        };
+        if values.len() < entries {
+            return Err(invalid(DATA, format!("{} entries, descriptor says {entries}", values.len())));
+        }
+        let entries: Vec<f64> = values[..entries].to_vec();
+        let min = entries.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = entries.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Ok(Some(ModalityLut { first_mapped: desc[1], entries, min, max }))
+    }
+
+    fn map(&self, v: f64) -> f64 {
+        let i = (v - self.first_mapped).clamp(0.0, (self.entries.len() - 1) as f64) as usize;
+        self.entries[i]
+    }
 }
 
 /// Float Pixel Data (7FE0,0008) / Double Float Pixel Data (7FE0,0009):
@@ -701,6 +761,7 @@ fn float_pixel_data(obj: &DefaultDicomObject, fmt: &PixelFormat, uid: &str) -> R
         inverted_monochrome1: false,
         photometric: fmt.photometric.clone(),
         rescale: vec![Rescale::IDENTITY; fmt.frames],
+        modality_lut: false,
     }))
 }
 
