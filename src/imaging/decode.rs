@@ -938,6 +938,42 @@ mod tests {
         assert_eq!(lut, vec![0, 10, 20, 30, 40, 50, 0, 10]);
     }
 
+    fn palette_ds(desc: [u16; 3], data: PrimitiveValue) -> dicom_object::InMemDicomObject {
+        use dicom_core::{DataElement, VR};
+        let mut ds = dicom_object::InMemDicomObject::new_empty();
+        for (d, t) in [
+            (tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA),
+            (tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA),
+            (tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR, tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA),
+        ] {
+            ds.put(DataElement::new(d, VR::US, PrimitiveValue::from(desc)));
+            ds.put(DataElement::new(t, VR::OW, data.clone()));
+        }
+        ds
+    }
+
+    #[test]
+    fn palette_8bit_entries_packed_or_in_words() {
+        let want = vec![0u16, 128, 255, 16];
+        // 8-bit entries packed two per word (the standard's layout)
+        let lut = PaletteLut::read(&palette_ds([4, 0, 8], PrimitiveValue::U8([0u8, 128, 255, 16][..].into())), "x").unwrap();
+        assert_eq!(lut.r, want);
+        // each 8-bit entry in its own 16-bit word, low byte
+        let lut = PaletteLut::read(&palette_ds([4, 0, 8], PrimitiveValue::U16([0u16, 128, 255, 16][..].into())), "x").unwrap();
+        assert_eq!(lut.g, want);
+        // ... or high byte
+        let lut = PaletteLut::read(&palette_ds([4, 0, 8], PrimitiveValue::U16([0u16, 0x8000, 0xFF00, 0x1000][..].into())), "x").unwrap();
+        assert_eq!(lut.b, want);
+        // values below the first mapped value take the first entry, above the last the last
+        let lut = PaletteLut::read(&palette_ds([4, 10, 16], PrimitiveValue::U16([0u16, 1000, 2000, 65535][..].into())), "x").unwrap();
+        assert_eq!(lut.map(3.0), [0.0; 3]);
+        assert_eq!(lut.map(11.0), [1000.0; 3]);
+        assert_eq!(lut.map(400.0), [65535.0; 3]);
+        // too little data is an error naming the attribute
+        let err = PaletteLut::read(&palette_ds([4, 0, 16], PrimitiveValue::U8([1u8, 2][..].into())), "1.2.3").unwrap_err();
+        assert!(err.to_string().contains("1.2.3") && err.to_string().contains("(0028,1201)"), "{err}");
+    }
+
     #[test]
     fn segmented_lut_linear_first_is_an_error() {
         assert!(expand_segmented_lut(&[1, 3, 9], 16).is_err());
