@@ -207,6 +207,42 @@ impl SourceGrid {
     pub fn frame_len(&self) -> usize {
         self.rows as usize * self.cols as usize
     }
+
+    /// The grid of a volume from the imaging layer: one frame per slice k,
+    /// referencing `vol.sources[k]`. The volume must lie on its source
+    /// frames (not resampled along k: `SeriesReport::resampled` false);
+    /// a label volume computed on a resampled grid must first be resampled
+    /// back (nearest) onto the source grid.
+    pub fn from_volume(vol: &crate::imaging::Volume) -> Result<SourceGrid, String> {
+        let [cols, rows, slices] = vol.dims;
+        if vol.sources.len() != slices {
+            return Err(format!("volume has {slices} slices but {} source frames", vol.sources.len()));
+        }
+        let rows = u16::try_from(rows).map_err(|_| format!("{rows} rows"))?;
+        let cols = u16::try_from(cols).map_err(|_| format!("{cols} columns"))?;
+        let [di, dj, _] = vol.direction;
+        let frames = (0..slices)
+            .map(|k| {
+                let s = &vol.sources[k];
+                GridFrame {
+                    source: SourceFrame { sop_class_uid: s.sop_class_uid.clone(), sop_instance_uid: s.sop_instance_uid.clone(), frame_number: s.frame_number },
+                    position: Some(vol.voxel_to_patient([0.0, 0.0, k as f64])),
+                }
+            })
+            .collect();
+        Ok(SourceGrid {
+            study_instance_uid: vol.study_instance_uid.clone(),
+            series_instance_uid: vol.series_instance_uid.clone(),
+            rows,
+            cols,
+            // DICOM order: between rows (along j), between columns (along i)
+            pixel_spacing: Some([vol.spacing[1], vol.spacing[0]]),
+            slice_thickness: Some(vol.spacing[2]),
+            orientation: Some([di[0], di[1], di[2], dj[0], dj[1], dj[2]]),
+            frame_of_reference_uid: (!vol.frame_of_reference_uid.is_empty()).then(|| vol.frame_of_reference_uid.clone()),
+            frames,
+        })
+    }
 }
 
 /// A label map on a source grid: one u16 label per pixel, frame-major then
@@ -231,6 +267,21 @@ impl LabelMap {
             ));
         }
         Ok(LabelMap { grid, labels })
+    }
+
+    /// A label volume from the imaging layer (values rounded; negative or
+    /// above 65535 refused) on its own grid.
+    pub fn from_volume(labels: &crate::imaging::Volume) -> Result<LabelMap, String> {
+        let grid = SourceGrid::from_volume(labels)?;
+        let mut out = Vec::with_capacity(labels.data.len());
+        for (i, v) in labels.data.iter().enumerate() {
+            let r = v.round();
+            if !(0.0..=65535.0).contains(&r) || (r - v).abs() > 1e-3 {
+                return Err(format!("voxel {i}: {v} is not a label (integer 0..=65535)"));
+            }
+            out.push(r as u16);
+        }
+        LabelMap::new(grid, out)
     }
 
     pub fn frame(&self, f: usize) -> &[u16] {
@@ -557,6 +608,33 @@ mod tests {
         assert_eq!(g.pixel_to_patient(1, 4.0, 2.0), Some([1.0, 1.0, 2.0]));
         let uneven = grid(&[[0.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 5.0]]);
         assert_eq!(uneven.spacing_between_slices(), None);
+    }
+
+    #[test]
+    fn grid_from_volume() {
+        let src = |k: usize| crate::imaging::SourceFrame { sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), sop_instance_uid: format!("1.5.{k}"), frame_number: None };
+        let vol = crate::imaging::Volume {
+            dims: [5, 3, 2],
+            data: vec![0.0, 1.0, 2.0].repeat(10),
+            spacing: [0.25, 0.5, 2.0],
+            origin: [10.0, 20.0, -30.0],
+            direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+            frame_of_reference_uid: "1.4".into(),
+            study_instance_uid: "1.2".into(),
+            series_instance_uid: "1.3".into(),
+            sources: vec![src(0), src(1)],
+        };
+        let lm = LabelMap::from_volume(&vol).unwrap();
+        let g = &lm.grid;
+        assert_eq!((g.rows, g.cols), (3, 5));
+        assert_eq!(g.pixel_spacing, Some([0.5, 0.25]));
+        assert_eq!(g.frames[1].position, Some([10.0, 20.0, -28.0]));
+        assert_eq!(g.pixel_to_patient(1, 4.0, 2.0), Some([11.0, 21.0, -28.0]));
+        assert_eq!(g.spacing_between_slices(), Some(2.0));
+        assert_eq!(lm.frame(1)[..3], [0, 1, 2]);
+        let mut bad = vol.clone();
+        bad.data[0] = 0.5;
+        assert!(LabelMap::from_volume(&bad).is_err());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The input instances of a result: headers (no pixel data) and geometry.
 //!
-//! This is the geometry glue the encoders need until the imaging layer's
-//! `Volume` is merged; [`SourceGrid`]s built here have the same meaning
-//! (frames ordered along the slice normal, LPS positions).
+//! Encoders need only headers, never pixels: [`grid_of`] builds a label map's
+//! [`SourceGrid`] from them (frames ordered along the slice normal, LPS
+//! positions). Pipelines holding an imaging-layer `Volume` use
+//! `SourceGrid::from_volume` instead; tests/encode_volume.rs checks that both
+//! give the same SEG.
 
 use std::path::{Path, PathBuf};
 
