@@ -446,6 +446,19 @@ mod tests {
     }
 
     #[test]
+    fn results_settings_are_validated() {
+        let c = Config::from_toml("[results]\nseg_series_number = 42\n").unwrap();
+        assert_eq!(c.results.seg_series_number, 42);
+        assert_eq!(c.results.manufacturer, "ainode");
+        let e = Config::from_toml("[results]\nmanufacturer = \"\"\n").unwrap_err();
+        assert!(e.to_string().contains("results.manufacturer"), "{e}");
+        let e = Config::from_toml("[results]\nsr_series_description = \"a\\\\b\"\n").unwrap_err();
+        assert!(e.to_string().contains("results.sr_series_description"), "{e}");
+        let e = Config::from_toml("[results]\npr_series_number = -1\n").unwrap_err();
+        assert!(e.to_string().contains("results.pr_series_number"), "{e}");
+    }
+
+    #[test]
     fn uid_check() {
         assert!(is_uid("1.2.840.10008.1.1"));
         assert!(!is_uid("1..2"));
