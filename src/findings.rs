@@ -615,7 +615,7 @@ mod tests {
         let src = |k: usize| crate::imaging::SourceFrame { sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), sop_instance_uid: format!("1.5.{k}"), frame_number: None };
         let vol = crate::imaging::Volume {
             dims: [5, 3, 2],
-            data: vec![0.0, 1.0, 2.0].repeat(10),
+            data: [0.0, 1.0, 2.0].repeat(10),
             spacing: [0.25, 0.5, 2.0],
             origin: [10.0, 20.0, -30.0],
             direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],

@@ -307,13 +307,15 @@ mod tests {
 
     #[test]
     fn qform_is_used_without_sform() {
-        let mut h = nifti::NiftiHeader::default();
-        h.pixdim = [-1.0, 0.25, 0.5, 2.0, 0.0, 0.0, 0.0, 0.0];
         // 180 degrees about z: x -> -x, y -> -y (quaternion b=c=0, d=1)
-        h.quatern_d = 1.0;
-        h.quatern_x = -10.0;
-        h.quatern_y = -20.0;
-        h.quatern_z = -30.0;
+        let h = nifti::NiftiHeader {
+            pixdim: [-1.0, 0.25, 0.5, 2.0, 0.0, 0.0, 0.0, 0.0],
+            quatern_d: 1.0,
+            quatern_x: -10.0,
+            quatern_y: -20.0,
+            quatern_z: -30.0,
+            ..Default::default()
+        };
         let m = qform_affine(&h);
         // qfac -1 flips k
         assert_eq!(m, [[-0.25, 0.0, 0.0, -10.0], [0.0, -0.5, 0.0, -20.0], [0.0, 0.0, -2.0, -30.0]]);

@@ -77,10 +77,11 @@ pub fn encode_seg(ctx: &ResultContext, sources: &[SourceInstance], seg: &Segment
             }
         }
     }
-    // which label occurs in which frame
+    // which label occurs in which frame: present[label][frame]
     let numbers: Vec<u16> = seg.segments.iter().map(|s| s.number).collect();
     let mut present: Vec<Vec<bool>> = vec![vec![false; grid.frames.len()]; numbers.len() + 1];
     let mut foreground = 0usize;
+    #[allow(clippy::needless_range_loop)]
     for f in 0..grid.frames.len() {
         for &v in seg.labels.frame(f) {
             if v == 0 {
@@ -103,8 +104,8 @@ pub fn encode_seg(ctx: &ResultContext, sources: &[SourceInstance], seg: &Segment
     // frames: (segment number, grid frame index)
     let mut frames: Vec<(u16, usize)> = Vec::new();
     for &n in &numbers {
-        for f in 0..grid.frames.len() {
-            if !opts.omit_empty_frames || present[n as usize][f] {
+        for (f, &on) in present[n as usize].iter().enumerate() {
+            if !opts.omit_empty_frames || on {
                 frames.push((n, f));
             }
         }
