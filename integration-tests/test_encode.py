@@ -15,7 +15,7 @@ allowed, and only these (ALLOWED_WARNINGS):
   - "Unrecognized defined term <SECTRA> ... Coding Scheme Designator": the CT sample's
     Procedure Code Sequence, copied (General Study module).
   - "Value is zero ... Patient's Size / Patient's Weight": US1_UNCR's Patient Study values.
-  - "Laterality ... only permitted to be empty when actually unknown": GSPS/SC series
+  - "Laterality ... only permitted to be empty when actually unknown": PR/SC series
     Laterality is written empty when the image has none (Type 2C; dciodvfy errors if absent).
 
 PixelMed (packaged 2022 build) has two documented false positives: procedure codes newer
@@ -615,16 +615,23 @@ ANNOTATIONS = {"layer": "AI", "layer_description": "hip keypoints",
                "texts": [{"text": "beta 42.5 deg", "anchor": [100, 120]}, {"text": "coverage 80 %", "box": [[10, 400], [200, 430]]}]}
 
 
-def gsps_inputs():
-    return {"ct": ct_files()[5], "cr": sample_file("RG3_UNCR.dcm"), "ect": sample_file("eCT_Supplemental.dcm")}
+def gsps_inputs(kind):
+    return {"ct": lambda: ct_files()[5], "cr": lambda: sample_file("RG3_UNCR.dcm"), "ect": lambda: sample_file("eCT_Supplemental.dcm"),
+            "us_rgb": lambda: sample_file("US1_UNCR.dcm"), "us_pal": lambda: sample_file("OBXXXX1A.dcm"),
+            "us_pal_mf": lambda: sample_file("OBXXXX1A_rle_2frame.dcm")}[kind]()
 
 
-@pytest.mark.parametrize("kind", ["ct", "cr", "ect"])
+MULTIFRAME_KINDS = ("ect", "us_pal_mf")
+
+
+@pytest.mark.parametrize("kind", ["ct", "cr", "ect", "us_rgb", "us_pal", "us_pal_mf"])
 def test_gsps(work, kind):
-    src = gsps_inputs()[kind]
+    """GSPS on grayscale images; a Color Softcopy Presentation State on colour ones."""
+    src = gsps_inputs(kind)
     ds = pydicom.dcmread(src, stop_before_pixels=True)
+    color = not ds.PhotometricInterpretation.startswith("MONOCHROME")
     ann = copy.deepcopy(ANNOTATIONS)
-    if kind == "ect":
+    if kind in MULTIFRAME_KINDS:
         ann["frame"] = 2
     j = work.path(f"ann_{kind}.json")
     j.write_text(json.dumps(ann))
@@ -633,10 +640,10 @@ def test_gsps(work, kind):
     assert_dciodvfy(out)
     assert_dcentvfy(src, out)
     pr = pydicom.dcmread(out)
-    assert pr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.11.1"
+    assert pr.SOPClassUID == ("1.2.840.10008.5.1.4.1.1.11.2" if color else "1.2.840.10008.5.1.4.1.1.11.1")
     ref = pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0]
     assert ref.ReferencedSOPInstanceUID == ds.SOPInstanceUID
-    assert ref.get("ReferencedFrameNumber") == (2 if kind == "ect" else None)
+    assert ref.get("ReferencedFrameNumber") == (2 if kind in MULTIFRAME_KINDS else None)
     ga = pr.GraphicAnnotationSequence[0]
     got = [(g.GraphicType, [float(x) for x in g.GraphicData]) for g in ga.GraphicObjectSequence]
     assert got[0] == ("POINT", [100, 120])
@@ -645,6 +652,13 @@ def test_gsps(work, kind):
     assert got[3][0] == "CIRCLE" and got[4][0] == "ELLIPSE"
     assert [t.UnformattedTextValue for t in ga.TextObjectSequence] == ["beta 42.5 deg", "coverage 80 %"]
     assert [float(x) for x in ga.TextObjectSequence[0].AnchorPoint] == [100, 120]
+    assert "Laterality" in pr
+    if color:
+        from PIL import ImageCms
+        import io
+        ImageCms.ImageCmsProfile(io.BytesIO(pr.ICCProfile))  # a profile LittleCMS reads
+        assert "SoftcopyVOILUTSequence" not in pr and "PresentationLUTShape" not in pr
+        return
     assert pr.PresentationLUTShape == ("INVERSE" if ds.PhotometricInterpretation == "MONOCHROME1" else "IDENTITY")
     assert "Laterality" in pr
     if kind == "ct":
@@ -665,9 +679,12 @@ def test_gsps_refusals(work):
     j.write_text(json.dumps(bad))
     r = encode("gsps", "--image", cr, "--annotations", j, "--out", work.path("bad_pr.dcm"), ok=False)
     assert r.returncode != 0 and "outside the image" in r.stderr, r.stderr
-    j.write_text(json.dumps(ANNOTATIONS))
-    r = encode("gsps", "--image", sample_file("US1_UNCR.dcm"), "--annotations", j, "--out", work.path("bad_pr.dcm"), ok=False)
-    assert r.returncode != 0 and "PhotometricInterpretation" in r.stderr, r.stderr
+    j.write_text(json.dumps({**ANNOTATIONS, "frame": 3}))
+    r = encode("gsps", "--image", sample_file("eCT_Supplemental.dcm"), "--annotations", j, "--out", work.path("bad_pr.dcm"), ok=False)
+    assert r.returncode != 0 and "frame" in r.stderr, r.stderr
+    j.write_text(json.dumps({**ANNOTATIONS, "layer": "lower-case"}))
+    r = encode("gsps", "--image", cr, "--annotations", j, "--out", work.path("bad_pr.dcm"), ok=False)
+    assert r.returncode != 0 and "layer" in r.stderr, r.stderr
     assert not work.path("bad_pr.dcm").exists()
 
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::common::{write_part10, EncoderSettings, ResultContext};
 use super::dataset::get_str;
-use super::gsps::{encode_gsps, GspsOptions};
+use super::gsps::{encode_presentation_state, GspsOptions};
 use super::seg::{encode_seg, SegOptions};
 use super::source::{grid_of, SourceInstance};
 use super::sc::encode_sc;
@@ -165,7 +165,7 @@ pub fn gsps(settings: EncoderSettings, cmd: &GspsCommand) -> Result<Written, Enc
         opts.content_label = l;
     }
     opts.content_description = spec.content_description;
-    let obj = encode_gsps(&ctx, &image, &spec.overlay, &opts)?;
+    let obj = encode_presentation_state(&ctx, &image, &spec.overlay, &opts)?;
     write_part10(&cmd.out, &obj)?;
     Ok(written(&cmd.out, &obj, format!("{} graphics, {} texts", spec.overlay.graphics.len(), spec.overlay.texts.len())))
 }

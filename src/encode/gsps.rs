@@ -1,9 +1,11 @@
-//! Grayscale Softcopy Presentation State: graphics and text over one image.
+//! Presentation states: graphics and text over one image.
 //!
-//! Modality LUT copied from the image (rescale, also from enhanced
-//! functional groups), Softcopy VOI from the overlay or the image, Presentation
-//! LUT INVERSE for MONOCHROME1 (so the image looks as intended), displayed
-//! area = the whole image, one graphic layer.
+//! Grayscale Softcopy Presentation State for MONOCHROME1/2 images: Modality
+//! LUT copied from the image (rescale, also from enhanced functional groups),
+//! Softcopy VOI from the overlay or the image, Presentation LUT INVERSE for
+//! MONOCHROME1 (so the image looks as intended). Color Softcopy Presentation
+//! State for RGB / YBR / PALETTE COLOR images: an sRGB ICC profile instead of
+//! the LUTs. Both: displayed area = the whole image, one graphic layer.
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
@@ -16,6 +18,35 @@ use super::EncodeError;
 use crate::findings::{Graphic, GraphicType, Overlay};
 
 pub const GRAYSCALE_SOFTCOPY_PRESENTATION_STATE: &str = "1.2.840.10008.5.1.4.1.1.11.1";
+pub const COLOR_SOFTCOPY_PRESENTATION_STATE: &str = "1.2.840.10008.5.1.4.1.1.11.2";
+
+fn is_grayscale(image: &SourceInstance) -> bool {
+    matches!(image.photometric.as_deref(), Some("MONOCHROME1") | Some("MONOCHROME2"))
+}
+
+/// GSPS for a grayscale image, CSPS for a colour one.
+pub fn encode_presentation_state(ctx: &ResultContext, image: &SourceInstance, overlay: &Overlay, opts: &GspsOptions) -> Result<Obj, EncodeError> {
+    if is_grayscale(image) {
+        encode_gsps(ctx, image, overlay, opts)
+    } else {
+        encode_csps(ctx, image, overlay, opts)
+    }
+}
+
+/// Color Softcopy Presentation State (RGB, YBR or PALETTE COLOR images).
+pub fn encode_csps(ctx: &ResultContext, image: &SourceInstance, overlay: &Overlay, opts: &GspsOptions) -> Result<Obj, EncodeError> {
+    let photometric = image.photometric.clone().unwrap_or_default();
+    if is_grayscale(image) || photometric.is_empty() {
+        return Err(EncodeError::SourceAttribute {
+            file: image.file(),
+            attribute: "PhotometricInterpretation (0028,0004)".into(),
+            reason: format!("`{photometric}`: a colour presentation state applies to colour images only"),
+        });
+    }
+    let mut o = build(ctx, image, overlay, opts, COLOR_SOFTCOPY_PRESENTATION_STATE)?;
+    put_ob(&mut o, tags::ICC_PROFILE, super::icc::srgb_profile());
+    Ok(o)
+}
 
 #[derive(Debug, Clone)]
 pub struct GspsOptions {
@@ -29,8 +60,44 @@ impl Default for GspsOptions {
     }
 }
 
-/// Builds the presentation state of `overlay` over `image`.
+/// Grayscale Softcopy Presentation State (MONOCHROME1/2 images).
 pub fn encode_gsps(ctx: &ResultContext, image: &SourceInstance, overlay: &Overlay, opts: &GspsOptions) -> Result<Obj, EncodeError> {
+    let photometric = image.photometric.clone().unwrap_or_default();
+    if !is_grayscale(image) {
+        return Err(EncodeError::SourceAttribute {
+            file: image.file(),
+            attribute: "PhotometricInterpretation (0028,0004)".into(),
+            reason: format!("`{photometric}`: a grayscale presentation state applies to MONOCHROME1/2 images only"),
+        });
+    }
+    let mut o = build(ctx, image, overlay, opts, GRAYSCALE_SOFTCOPY_PRESENTATION_STATE)?;
+    let frame = overlay.image.frame_number.unwrap_or(1);
+    // Modality LUT
+    let rescale = rescale_of(image, frame);
+    if let Some((slope, intercept, ty)) = &rescale {
+        put_ds(&mut o, tags::RESCALE_INTERCEPT, &[*intercept]);
+        put_ds(&mut o, tags::RESCALE_SLOPE, &[*slope]);
+        put_str(&mut o, tags::RESCALE_TYPE, VR::LO, ty);
+    }
+    // Softcopy VOI LUT
+    let (center, width) = match overlay.window.or_else(|| window_of(image, frame)) {
+        Some(w) => w,
+        None => default_window(image, rescale.as_ref().map(|r| (r.0, r.1))),
+    };
+    if !(width.is_finite() && center.is_finite() && width >= 1.0) {
+        return Err(EncodeError::invalid("window", format!("centre {center}, width {width}: the width must be at least 1")));
+    }
+    let mut voi = new_obj();
+    put_ds(&mut voi, tags::WINDOW_CENTER, &[center]);
+    put_ds(&mut voi, tags::WINDOW_WIDTH, &[width]);
+    put_seq(&mut o, tags::SOFTCOPY_VOILUT_SEQUENCE, vec![voi]);
+    // Presentation LUT
+    put_str(&mut o, tags::PRESENTATION_LUT_SHAPE, VR::CS, if photometric == "MONOCHROME1" { "INVERSE" } else { "IDENTITY" });
+    Ok(o)
+}
+
+/// Everything but the colour handling.
+fn build(ctx: &ResultContext, image: &SourceInstance, overlay: &Overlay, opts: &GspsOptions, class: &str) -> Result<Obj, EncodeError> {
     validate_content_label(&opts.content_label)?;
     validate_layer(&overlay.layer)?;
     if let Some(d) = &overlay.layer_description {
@@ -38,14 +105,6 @@ pub fn encode_gsps(ctx: &ResultContext, image: &SourceInstance, overlay: &Overla
     }
     if !image.is_image() {
         return Err(EncodeError::SourceAttribute { file: image.file(), attribute: "Rows/Columns".into(), reason: "not an image".into() });
-    }
-    let photometric = image.photometric.clone().unwrap_or_default();
-    if photometric != "MONOCHROME1" && photometric != "MONOCHROME2" {
-        return Err(EncodeError::SourceAttribute {
-            file: image.file(),
-            attribute: "PhotometricInterpretation (0028,0004)".into(),
-            reason: format!("{photometric}: a grayscale presentation state applies to MONOCHROME1/2 images only"),
-        });
     }
     if overlay.image.sop_instance_uid != image.sop_instance_uid {
         return Err(EncodeError::invalid("image", format!("the overlay is for {}, not {}", overlay.image.sop_instance_uid, image.file())));
@@ -71,7 +130,7 @@ pub fn encode_gsps(ctx: &ResultContext, image: &SourceInstance, overlay: &Overla
     };
 
     let uids = ctx.uids(ResultKind::Gsps, std::slice::from_ref(image), &[])?;
-    let mut o = base_dataset(ctx, ResultKind::Gsps, GRAYSCALE_SOFTCOPY_PRESENTATION_STATE, "PR", &uids, image);
+    let mut o = base_dataset(ctx, ResultKind::Gsps, class, "PR", &uids, image);
     // the PR IOD has Presentation Creation Date/Time instead
     o.remove_element(tags::CONTENT_DATE);
     o.remove_element(tags::CONTENT_TIME);
@@ -168,27 +227,6 @@ pub fn encode_gsps(ctx: &ResultContext, image: &SourceInstance, overlay: &Overla
     }
     put_seq(&mut o, tags::GRAPHIC_LAYER_SEQUENCE, vec![layer]);
 
-    // Modality LUT
-    let rescale = rescale_of(image, frame.unwrap_or(1));
-    if let Some((slope, intercept, ty)) = &rescale {
-        put_ds(&mut o, tags::RESCALE_INTERCEPT, &[*intercept]);
-        put_ds(&mut o, tags::RESCALE_SLOPE, &[*slope]);
-        put_str(&mut o, tags::RESCALE_TYPE, VR::LO, ty);
-    }
-    // Softcopy VOI LUT
-    let (center, width) = match overlay.window.or_else(|| window_of(image, frame.unwrap_or(1))) {
-        Some(w) => w,
-        None => default_window(image, rescale.as_ref().map(|r| (r.0, r.1))),
-    };
-    if !(width.is_finite() && center.is_finite() && width >= 1.0) {
-        return Err(EncodeError::invalid("window", format!("centre {center}, width {width}: the width must be at least 1")));
-    }
-    let mut voi = new_obj();
-    put_ds(&mut voi, tags::WINDOW_CENTER, &[center]);
-    put_ds(&mut voi, tags::WINDOW_WIDTH, &[width]);
-    put_seq(&mut o, tags::SOFTCOPY_VOILUT_SEQUENCE, vec![voi]);
-    // Presentation LUT
-    put_str(&mut o, tags::PRESENTATION_LUT_SHAPE, VR::CS, if photometric == "MONOCHROME1" { "INVERSE" } else { "IDENTITY" });
     Ok(o)
 }
 

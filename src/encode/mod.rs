@@ -21,6 +21,7 @@ pub mod commands;
 pub mod common;
 pub mod dataset;
 pub mod gsps;
+pub mod icc;
 pub mod json;
 pub mod labelmap;
 pub mod sc;

@@ -7,7 +7,7 @@ use dicom_dictionary_std::tags;
 
 use super::common::{EncoderSettings, ResultContext};
 use super::dataset::*;
-use super::gsps::{encode_gsps, GspsOptions};
+use super::gsps::{encode_csps, encode_gsps, encode_presentation_state, GspsOptions, COLOR_SOFTCOPY_PRESENTATION_STATE};
 use super::seg::{encode_seg, SegOptions};
 use super::source::{grid_of, SourceInstance};
 use super::sr::{encode_sr, SrOptions, COMPREHENSIVE_3D_SR, COMPREHENSIVE_SR};
@@ -352,4 +352,18 @@ fn gsps_refusals() {
     rgb.photometric = Some("RGB".into());
     let e = err_text(encode_gsps(&ctx(), &rgb, &overlay(vec![[0.0, 0.0], [1.0, 1.0]]), &GspsOptions::default()));
     assert!(e.contains("PhotometricInterpretation") && e.contains("ct0.dcm"), "{e}");
+}
+
+#[test]
+fn colour_images_get_a_colour_presentation_state() {
+    let mut rgb = ct_slice(0, 5, 3, 0.0);
+    rgb.photometric = Some("RGB".into());
+    let ov = overlay(vec![[0.0, 0.0], [1.0, 1.0]]);
+    let o = encode_presentation_state(&ctx(), &rgb, &ov, &GspsOptions::default()).unwrap();
+    assert_eq!(get_str(&o, tags::SOP_CLASS_UID).unwrap(), COLOR_SOFTCOPY_PRESENTATION_STATE);
+    assert!(o.element_opt(tags::ICC_PROFILE).unwrap().is_some());
+    assert!(o.element_opt(tags::SOFTCOPY_VOILUT_SEQUENCE).unwrap().is_none());
+    assert!(o.element_opt(tags::PRESENTATION_LUT_SHAPE).unwrap().is_none());
+    let grey = ct_slice(0, 5, 3, 0.0);
+    assert!(err_text(encode_csps(&ctx(), &grey, &ov, &GspsOptions::default())).contains("colour images only"));
 }
