@@ -237,13 +237,7 @@ pub fn put_laterality(o: &mut Obj, source: &SourceInstance) {
 /// implementation class UID): temporary file, fsync, rename.
 pub fn write_part10(path: &Path, obj: &Obj) -> Result<(), EncodeError> {
     let p = path.display().to_string();
-    let werr = |reason: String| EncodeError::Write { path: p.clone(), reason };
-    let class = super::dataset::get_str(obj, tags::SOP_CLASS_UID).ok_or_else(|| werr("no SOP Class UID".into()))?;
-    let inst = super::dataset::get_str(obj, tags::SOP_INSTANCE_UID).ok_or_else(|| werr("no SOP Instance UID".into()))?;
-    let ts = TransferSyntaxRegistry.get(EXPLICIT_VR_LE).ok_or_else(|| werr("Explicit VR LE not registered".into()))?;
-    let mut buf = Vec::with_capacity(1 << 16);
-    crate::part10::write_meta(&mut buf, &class, &inst, EXPLICIT_VR_LE, "").map_err(|e| werr(e.to_string()))?;
-    obj.write_dataset_with_ts(&mut buf, ts).map_err(|e| werr(e.to_string()))?;
+    let buf = encode_part10(obj).map_err(|reason| EncodeError::Write { path: p.clone(), reason })?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()));
     let io = |source| EncodeError::Io { path: p.clone(), source };
@@ -257,13 +251,42 @@ pub fn write_part10(path: &Path, obj: &Obj) -> Result<(), EncodeError> {
 
 /// Serialises `obj` as Part 10 bytes (for tests and in-memory use).
 pub fn part10_bytes(obj: &Obj) -> Result<Vec<u8>, EncodeError> {
-    let class = super::dataset::get_str(obj, tags::SOP_CLASS_UID).unwrap_or_default();
-    let inst = super::dataset::get_str(obj, tags::SOP_INSTANCE_UID).unwrap_or_default();
-    let ts = TransferSyntaxRegistry.get(EXPLICIT_VR_LE).expect("registered");
-    let mut buf = Vec::new();
-    crate::part10::write_meta(&mut buf, &class, &inst, EXPLICIT_VR_LE, "").map_err(|e| EncodeError::Write { path: "(memory)".into(), reason: e.to_string() })?;
-    obj.write_dataset_with_ts(&mut buf, ts).map_err(|e| EncodeError::Write { path: "(memory)".into(), reason: e.to_string() })?;
+    encode_part10(obj).map_err(|reason| EncodeError::Write { path: "(memory)".into(), reason })
+}
+
+/// Part 10 bytes in the source's character set; when a text (a label, an
+/// annotation) does not fit it, the whole data set is written in UTF-8
+/// (ISO_IR 192) instead: values stay the same, only their bytes change.
+fn encode_part10(obj: &Obj) -> Result<Vec<u8>, String> {
+    match encode_once(obj) {
+        Ok(b) => Ok(b),
+        Err(first) => {
+            let mut utf8 = obj.clone();
+            put_str(&mut utf8, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+            encode_once(&utf8).map_err(|e| format!("{first}; in UTF-8: {e}"))
+        }
+    }
+}
+
+fn encode_once(obj: &Obj) -> Result<Vec<u8>, String> {
+    let class = super::dataset::get_str(obj, tags::SOP_CLASS_UID).ok_or("no SOP Class UID")?;
+    let inst = super::dataset::get_str(obj, tags::SOP_INSTANCE_UID).ok_or("no SOP Instance UID")?;
+    let ts = TransferSyntaxRegistry.get(EXPLICIT_VR_LE).ok_or("Explicit VR LE not registered")?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    crate::part10::write_meta(&mut buf, &class, &inst, EXPLICIT_VR_LE, "").map_err(|e| e.to_string())?;
+    obj.write_dataset_with_ts(&mut buf, ts).map_err(|e| error_chain(&e))?;
     Ok(buf)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Current UTC date (YYYYMMDD) and time (HHMMSS).
@@ -287,6 +310,23 @@ pub fn utc_now() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_outside_the_character_set_switches_to_utf8() {
+        let mut o = new_obj();
+        put_str(&mut o, tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.11.1");
+        put_str(&mut o, tags::SOP_INSTANCE_UID, VR::UI, "1.2.3");
+        put_str(&mut o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100");
+        put_str(&mut o, tags::PATIENT_NAME, VR::PN, "Müller");
+        let latin1 = part10_bytes(&o).unwrap();
+        assert!(latin1.windows(6).any(|w| w == b"M\xfcller"));
+        put_str(&mut o, tags::CONTENT_DESCRIPTION, VR::LO, "β 42.5° 中文");
+        let bytes = part10_bytes(&o).unwrap();
+        let back = dicom_object::from_reader(&bytes[128..]).unwrap();
+        assert_eq!(super::super::dataset::get_str(&back, tags::SPECIFIC_CHARACTER_SET).unwrap(), "ISO_IR 192");
+        assert_eq!(super::super::dataset::get_str(&back, tags::CONTENT_DESCRIPTION).unwrap(), "β 42.5° 中文");
+        assert_eq!(super::super::dataset::get_str(&back, tags::PATIENT_NAME).unwrap(), "Müller");
+    }
 
     #[test]
     fn utc_now_is_well_formed() {
