@@ -808,3 +808,17 @@ def test_negative_control_highdicom(work, ct_seg, ct_srs):
     sr.save_as(work.path("broken_sr_hd.dcm"))
     with pytest.raises(Exception):
         hd.sr.srread(work.path("broken_sr_hd.dcm"))
+
+
+def test_text_outside_the_source_character_set(work):
+    """US1_UNCR has no Specific Character Set: non-ASCII annotations make the result UTF-8."""
+    us = sample_file("US1_UNCR.dcm")
+    j = work.path("utf8.json")
+    j.write_text(json.dumps({"texts": [{"text": "β 42.5° Ωmega 中文", "anchor": [10, 10]}]}, ensure_ascii=False), encoding="utf-8")
+    out = work.path("utf8_pr.dcm")
+    encode("gsps", "--image", us, "--annotations", j, "--out", out)
+    pr = pydicom.dcmread(out)
+    assert pr.SpecificCharacterSet == "ISO_IR 192"
+    assert pr.GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue == "β 42.5° Ωmega 中文"
+    assert_dciodvfy(out)
+    assert_dcentvfy(us, out)
