@@ -49,14 +49,11 @@ impl SourceInstance {
             .read_until(tags::PIXEL_DATA)
             .open_file(path)
             .map_err(|e| EncodeError::Source { file: file.clone(), reason: format!("not a readable DICOM file: {e}") })?;
-        let meta_class = fobj.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_string();
-        let meta_inst = fobj.meta().media_storage_sop_instance_uid().trim_end_matches('\0').to_string();
-        let obj = fobj.into_inner();
-        Self::from_object(obj, path, Some((meta_class, meta_inst)))
+        Self::from_object(fobj.into_inner(), path)
     }
 
     /// From a data set already in memory (`path` only names it in errors).
-    pub fn from_object(obj: InMemDicomObject, path: &Path, _meta: Option<(String, String)>) -> Result<SourceInstance, EncodeError> {
+    pub fn from_object(obj: InMemDicomObject, path: &Path) -> Result<SourceInstance, EncodeError> {
         let file = path.display().to_string();
         let need = |tag, name: &str| {
             get_str(&obj, tag).ok_or_else(|| EncodeError::SourceAttribute {

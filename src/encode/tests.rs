@@ -39,7 +39,7 @@ fn ct_slice(i: usize, rows: u16, cols: u16, z: f64) -> SourceInstance {
     put_ds(&mut o, tags::IMAGE_POSITION_PATIENT, &[-10.0, -20.0, z]);
     put_ds(&mut o, tags::RESCALE_SLOPE, &[1.0]);
     put_ds(&mut o, tags::RESCALE_INTERCEPT, &[-1024.0]);
-    SourceInstance::from_object(o, Path::new(&format!("ct{i}.dcm")), None).unwrap()
+    SourceInstance::from_object(o, Path::new(&format!("ct{i}.dcm"))).unwrap()
 }
 
 /// Slices given in reverse z order, so the grid has to sort them.
