@@ -615,10 +615,14 @@ ANNOTATIONS = {"layer": "AI", "layer_description": "hip keypoints",
                "texts": [{"text": "beta 42.5 deg", "anchor": [100, 120]}, {"text": "coverage 80 %", "box": [[10, 400], [200, 430]]}]}
 
 
-def gsps_inputs(kind):
-    return {"ct": lambda: ct_files()[5], "cr": lambda: sample_file("RG3_UNCR.dcm"), "ect": lambda: sample_file("eCT_Supplemental.dcm"),
-            "us_rgb": lambda: sample_file("US1_UNCR.dcm"), "us_pal": lambda: sample_file("OBXXXX1A.dcm"),
-            "us_pal_mf": lambda: sample_file("OBXXXX1A_rle_2frame.dcm")}[kind]()
+def gsps_inputs(kind=None):
+    """The image of one kind, or {kind: image} for all of them."""
+    makers = {"ct": lambda: ct_files()[5], "cr": lambda: sample_file("RG3_UNCR.dcm"), "ect": lambda: sample_file("eCT_Supplemental.dcm"),
+              "us_rgb": lambda: sample_file("US1_UNCR.dcm"), "us_pal": lambda: sample_file("OBXXXX1A.dcm"),
+              "us_pal_mf": lambda: sample_file("OBXXXX1A_rle_2frame.dcm")}
+    if kind is None:
+        return {k: make() for k, make in makers.items()}
+    return makers[kind]()
 
 
 MULTIFRAME_KINDS = ("ect", "us_pal_mf")
