@@ -27,6 +27,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub export: ExportConfig,
     pub retention: RetentionConfig,
+    pub http: HttpConfig,
     #[serde(default)]
     pub peers: Vec<Peer>,
     #[serde(default)]
@@ -95,6 +96,14 @@ pub struct ExportConfig {
 pub struct RetentionConfig {
     pub keep_seconds: u64,
     pub sweep_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub bind: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

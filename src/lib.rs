@@ -5,6 +5,7 @@ pub mod assembly;
 pub mod config;
 pub mod dimse;
 pub mod export;
+pub mod http;
 pub mod jobs;
 pub mod node;
 pub mod part10;
