@@ -6,6 +6,7 @@ pub mod config;
 pub mod dimse;
 pub mod export;
 pub mod http;
+pub mod imaging;
 pub mod jobs;
 pub mod node;
 pub mod part10;
