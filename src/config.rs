@@ -28,6 +28,7 @@ pub struct Config {
     pub export: ExportConfig,
     pub retention: RetentionConfig,
     pub http: HttpConfig,
+    pub results: ResultsConfig,
     #[serde(default)]
     pub peers: Vec<Peer>,
     #[serde(default)]
@@ -104,6 +105,29 @@ pub struct HttpConfig {
     pub enabled: bool,
     pub bind: String,
     pub port: u16,
+}
+
+/// Attributes of the result objects the node writes (SEG, SR, GSPS, SC).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsConfig {
+    pub manufacturer: String,
+    pub model_name: String,
+    /// Empty: the node's AE title.
+    pub device_serial_number: String,
+    pub institution_name: String,
+    /// Content Creator's Name (DICOM PN, e.g. "AINODE^AI").
+    pub content_creator: String,
+    pub seg_series_number: i32,
+    pub seg_series_description: String,
+    pub sr_series_number: i32,
+    pub sr_series_description: String,
+    pub pr_series_number: i32,
+    pub pr_series_description: String,
+    pub sc_series_number: i32,
+    pub sc_series_description: String,
+    /// Leave SEG frames without foreground out (default: keep them).
+    pub seg_omit_empty_frames: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -236,6 +260,35 @@ impl Config {
         for uid in &self.node.private_sop_classes {
             if !is_uid(uid) {
                 return Err(bad("node.private_sop_classes", format!("`{uid}` is not a UID")));
+            }
+        }
+        let r = &self.results;
+        for (field, value, max) in [
+            ("results.manufacturer", &r.manufacturer, 64),
+            ("results.model_name", &r.model_name, 64),
+            ("results.device_serial_number", &r.device_serial_number, 64),
+            ("results.institution_name", &r.institution_name, 64),
+            ("results.content_creator", &r.content_creator, 64),
+            ("results.seg_series_description", &r.seg_series_description, 64),
+            ("results.sr_series_description", &r.sr_series_description, 64),
+            ("results.pr_series_description", &r.pr_series_description, 64),
+            ("results.sc_series_description", &r.sc_series_description, 64),
+        ] {
+            if value.len() > max || value.contains('\\') || value.chars().any(|c| c.is_control()) {
+                return Err(bad(field, format!("at most {max} characters, no backslash or control characters")));
+            }
+        }
+        if r.manufacturer.trim().is_empty() || r.model_name.trim().is_empty() {
+            return Err(bad("results.manufacturer/model_name", "must not be empty (Type 1 in SEG)".into()));
+        }
+        for (field, n) in [
+            ("results.seg_series_number", r.seg_series_number),
+            ("results.sr_series_number", r.sr_series_number),
+            ("results.pr_series_number", r.pr_series_number),
+            ("results.sc_series_number", r.sc_series_number),
+        ] {
+            if n < 0 {
+                return Err(bad(field, "must not be negative".into()));
             }
         }
         if self.assembly.quiet_seconds == 0 {
@@ -399,6 +452,19 @@ mod tests {
         assert!(e.to_string().contains("match.series_description"), "{e}");
         let e = Config::from_toml("[node]\nae_title = \"MUCH_TOO_LONG_AE_TITLE\"\n").unwrap_err();
         assert!(e.to_string().contains("node.ae_title"), "{e}");
+    }
+
+    #[test]
+    fn results_settings_are_validated() {
+        let c = Config::from_toml("[results]\nseg_series_number = 42\n").unwrap();
+        assert_eq!(c.results.seg_series_number, 42);
+        assert_eq!(c.results.manufacturer, "ainode");
+        let e = Config::from_toml("[results]\nmanufacturer = \"\"\n").unwrap_err();
+        assert!(e.to_string().contains("results.manufacturer"), "{e}");
+        let e = Config::from_toml("[results]\nsr_series_description = \"a\\\\b\"\n").unwrap_err();
+        assert!(e.to_string().contains("results.sr_series_description"), "{e}");
+        let e = Config::from_toml("[results]\npr_series_number = -1\n").unwrap_err();
+        assert!(e.to_string().contains("results.pr_series_number"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 pub mod assembly;
 pub mod config;
 pub mod dimse;
+pub mod encode;
 pub mod export;
+pub mod findings;
 pub mod http;
 pub mod imaging;
 pub mod jobs;

@@ -51,11 +51,112 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<JobsAction>,
     },
+    /// Write a result object (SEG, SR, GSPS) from files; see docs/encode-json.md.
+    Encode {
+        #[command(subcommand)]
+        what: EncodeCmd,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+#[derive(Subcommand)]
+enum EncodeCmd {
+    /// Segmentation from a NIfTI label map on a DICOM series.
+    Seg {
+        /// The series: a folder (searched recursively) or files.
+        #[arg(long, required = true, num_args = 1..)]
+        series: Vec<PathBuf>,
+        /// Label map (.nii or .nii.gz), any orientation; placed by its affine.
+        #[arg(long)]
+        labelmap: PathBuf,
+        /// Segments file (JSON): label values, names, codes, colours.
+        #[arg(long)]
+        segments: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Pipeline id (enters the deterministic UIDs).
+        #[arg(long, default_value = "encode")]
+        pipeline: String,
+        /// Model version (default: the segments' algorithm version).
+        #[arg(long)]
+        model_version: Option<String>,
+        /// Accept a label map without foreground.
+        #[arg(long)]
+        allow_empty: bool,
+        /// Leave out frames without foreground (default: results.seg_omit_empty_frames).
+        #[arg(long)]
+        omit_empty_frames: Option<bool>,
+    },
+    /// TID 1500 Structured Report from a report file (JSON).
+    Sr {
+        /// The images (and SEGs) the report refers to: files or folders.
+        #[arg(long, required = true, num_args = 1..)]
+        evidence: Vec<PathBuf>,
+        #[arg(long)]
+        report: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "encode")]
+        pipeline: String,
+    },
+    /// Grayscale Softcopy Presentation State from an annotations file (JSON).
+    Gsps {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        annotations: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "encode")]
+        pipeline: String,
+        #[arg(long, default_value = "0")]
+        model_version: String,
+    },
+    /// Secondary Capture of a derived image given as NIfTI (columns, rows[, frames]) of integers 0..=65535.
+    Sc {
+        /// The images it derives from (files or folders).
+        #[arg(long, required = true, num_args = 1..)]
+        source: Vec<PathBuf>,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        description: String,
+        /// ROW,COLUMN spacing in mm.
+        #[arg(long, value_parser = parse_pair)]
+        pixel_spacing: Option<(f64, f64)>,
+        /// SLOPE,INTERCEPT[,TYPE] (type default "US").
+        #[arg(long)]
+        rescale: Option<String>,
+        /// CENTER,WIDTH in rescaled units.
+        #[arg(long, value_parser = parse_pair)]
+        window: Option<(f64, f64)>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "encode")]
+        pipeline: String,
+        #[arg(long, default_value = "0")]
+        model_version: String,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(f64, f64), String> {
+    let v: Vec<f64> = s.split(',').map(|x| x.trim().parse::<f64>().map_err(|e| format!("`{x}`: {e}"))).collect::<Result<_, _>>()?;
+    match v[..] {
+        [a, b] => Ok((a, b)),
+        _ => Err("expected two numbers: A,B".into()),
+    }
+}
+
+fn parse_rescale(s: &str) -> anyhow::Result<(f64, f64, String)> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    match parts[..] {
+        [a, b] | [a, b, _] => Ok((a.parse()?, b.parse()?, parts.get(2).unwrap_or(&"US").to_string())),
+        _ => bail!("--rescale: expected SLOPE,INTERCEPT[,TYPE]"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -131,6 +232,39 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Send { target, paths, calling_ae, batch } => {
             let opts = scu_opts(load()?, calling_ae);
             send(&target, &opts, &paths, batch)
+        }
+        Cmd::Encode { what } => {
+            use ainode::encode::commands;
+            let settings = ainode::encode::EncoderSettings::from_config(&load()?);
+            let w = match what {
+                EncodeCmd::Seg { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames } => commands::seg(
+                    settings,
+                    &commands::SegCommand { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames },
+                )?,
+                EncodeCmd::Sr { evidence, report, out, pipeline } => commands::sr(settings, &commands::SrCommand { evidence, report, out, pipeline })?,
+                EncodeCmd::Sc { source, image, description, pixel_spacing, rescale, window, out, pipeline, model_version } => {
+                    let rescale = rescale.as_deref().map(parse_rescale).transpose()?;
+                    commands::sc(
+                        settings,
+                        &commands::ScCommand {
+                            sources: source,
+                            image,
+                            description,
+                            pixel_spacing: pixel_spacing.map(|(r, c)| [r, c]),
+                            rescale,
+                            window,
+                            out,
+                            pipeline,
+                            model_version,
+                        },
+                    )?
+                }
+                EncodeCmd::Gsps { image, annotations, out, pipeline, model_version } => {
+                    commands::gsps(settings, &commands::GspsCommand { image, annotations, out, pipeline, model_version })?
+                }
+            };
+            println!("wrote {} (SOP Class {}, SOP Instance {}): {}", w.path.display(), w.sop_class_uid, w.sop_instance_uid, w.detail);
+            Ok(0)
         }
         Cmd::Jobs { json, action } => {
             let cfg = load()?;

@@ -1,0 +1,323 @@
+//! Label maps from NIfTI files onto a DICOM series grid.
+//!
+//! Like dcmqi: a NIfTI voxel (i, j, k) is at `A * (i, j, k, 1)` in RAS
+//! millimetres (A = sform if set, else qform); DICOM patient space is LPS, so
+//! x and y change sign. Every pixel centre of the series is mapped into the
+//! NIfTI voxel grid and takes the nearest voxel's label; a series pixel that
+//! falls outside the label map is an error (the label map must cover the
+//! series). Any voxel order / orientation of the NIfTI therefore gives the
+//! same result.
+//!
+//! Images without patient geometry (ultrasound, projection X-ray): the NIfTI
+//! must have exactly (columns, rows[, frames]) voxels and is read by index
+//! (i = column, j = row, k = frame); its affine is ignored.
+
+use std::path::Path;
+
+use nifti::{IntoNdArray, NiftiObject, NiftiVolume, ReaderOptions};
+
+use super::EncodeError;
+use crate::findings::SourceGrid;
+
+/// A label volume: dims (i, j, k), values with i fastest, and the voxel to
+/// RAS affine (3 x 4) when the file has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelVolume {
+    pub dims: [usize; 3],
+    pub values: Vec<u16>,
+    pub affine: Option<[[f64; 4]; 3]>,
+}
+
+impl LabelVolume {
+    pub fn get(&self, i: usize, j: usize, k: usize) -> u16 {
+        self.values[i + self.dims[0] * (j + self.dims[1] * k)]
+    }
+}
+
+/// Reads a NIfTI-1/2 label map (.nii or .nii.gz); values must be integers 0..=65535.
+pub fn read_nifti(path: &Path) -> Result<LabelVolume, EncodeError> {
+    let file = path.display().to_string();
+    let err = |reason: String| EncodeError::Source { file: file.clone(), reason };
+    let obj = ReaderOptions::new().read_file(path).map_err(|e| err(format!("not a readable NIfTI file: {e}")))?;
+    let h = obj.header().clone();
+    let vol = obj.into_volume();
+    let shape: Vec<usize> = vol.dim().iter().map(|d| *d as usize).collect();
+    if shape.is_empty() || shape.len() > 7 || shape.iter().skip(3).any(|d| *d != 1) {
+        return Err(err(format!("label map must be 2D or 3D (dims {shape:?})")));
+    }
+    let dims = [shape[0], *shape.get(1).unwrap_or(&1), *shape.get(2).unwrap_or(&1)];
+    let arr = vol.into_ndarray::<f64>().map_err(|e| err(format!("cannot read voxels: {e}")))?;
+    let mut values = Vec::with_capacity(dims.iter().product());
+    let mut idx = vec![0usize; shape.len()];
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                idx[0] = i;
+                if shape.len() > 1 {
+                    idx[1] = j;
+                }
+                if shape.len() > 2 {
+                    idx[2] = k;
+                }
+                let v = arr[idx.as_slice()];
+                if !(0.0..=65535.0).contains(&v) || v.fract() != 0.0 {
+                    return Err(err(format!("voxel ({i}, {j}, {k}) = {v}: labels must be integers 0..=65535")));
+                }
+                values.push(v as u16);
+            }
+        }
+    }
+    let affine = if h.sform_code > 0 {
+        Some([
+            h.srow_x.map(|v| v as f64),
+            h.srow_y.map(|v| v as f64),
+            h.srow_z.map(|v| v as f64),
+        ])
+    } else if h.qform_code > 0 {
+        Some(qform_affine(&h))
+    } else {
+        None
+    };
+    Ok(LabelVolume { dims, values, affine })
+}
+
+fn qform_affine(h: &nifti::NiftiHeader) -> [[f64; 4]; 3] {
+    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
+    let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+    let r = [
+        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
+        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
+        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
+    ];
+    let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let s = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64 * qfac];
+    let t = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
+    let mut m = [[0.0; 4]; 3];
+    for row in 0..3 {
+        for col in 0..3 {
+            m[row][col] = r[row][col] * s[col];
+        }
+        m[row][3] = t[row];
+    }
+    m
+}
+
+/// Labels of every grid pixel (frame-major, row-major), nearest neighbour.
+pub fn resample_to_grid(vol: &LabelVolume, grid: &SourceGrid) -> Result<Vec<u16>, EncodeError> {
+    let study = &grid.study_instance_uid;
+    let n = grid.frames.len() * grid.frame_len();
+    if !grid.has_patient_geometry() {
+        let want = [grid.cols as usize, grid.rows as usize, grid.frames.len()];
+        if vol.dims != want {
+            return Err(EncodeError::geometry(
+                study,
+                format!(
+                    "the images have no patient geometry, so the label map must have exactly (columns, rows, frames) = {want:?} voxels; it has {:?}",
+                    vol.dims
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(n);
+        for k in 0..want[2] {
+            for j in 0..want[1] {
+                for i in 0..want[0] {
+                    out.push(vol.get(i, j, k));
+                }
+            }
+        }
+        return Ok(out);
+    }
+    let a = vol.affine.ok_or_else(|| EncodeError::geometry(study, "the label map has no sform or qform: cannot place it in patient space"))?;
+    let inv = invert3([[a[0][0], a[0][1], a[0][2]], [a[1][0], a[1][1], a[1][2]], [a[2][0], a[2][1], a[2][2]]])
+        .ok_or_else(|| EncodeError::geometry(study, "the label map's affine is singular"))?;
+    let t = [a[0][3], a[1][3], a[2][3]];
+    let mut out = Vec::with_capacity(n);
+    let mut outside = 0usize;
+    let mut first_outside = None;
+    const TOL: f64 = 1e-3;
+    for f in 0..grid.frames.len() {
+        for r in 0..grid.rows as usize {
+            for c in 0..grid.cols as usize {
+                let p = grid.pixel_to_patient(f, c as f64, r as f64).expect("spatial grid");
+                let ras = [-p[0] - t[0], -p[1] - t[1], p[2] - t[2]];
+                let v = [
+                    inv[0][0] * ras[0] + inv[0][1] * ras[1] + inv[0][2] * ras[2],
+                    inv[1][0] * ras[0] + inv[1][1] * ras[1] + inv[1][2] * ras[2],
+                    inv[2][0] * ras[0] + inv[2][1] * ras[1] + inv[2][2] * ras[2],
+                ];
+                let mut ijk = [0usize; 3];
+                let mut inside = true;
+                for d in 0..3 {
+                    let x = v[d];
+                    if x < -0.5 - TOL || x > vol.dims[d] as f64 - 0.5 + TOL {
+                        inside = false;
+                        break;
+                    }
+                    ijk[d] = (x.round().max(0.0) as usize).min(vol.dims[d] - 1);
+                }
+                if inside {
+                    out.push(vol.get(ijk[0], ijk[1], ijk[2]));
+                } else {
+                    outside += 1;
+                    first_outside.get_or_insert((f, r, c, v));
+                    out.push(0);
+                }
+            }
+        }
+    }
+    if outside > 0 {
+        let (f, r, c, v) = first_outside.unwrap();
+        return Err(EncodeError::geometry(
+            study,
+            format!(
+                "the label map does not cover the series: {outside} of {n} pixel centres fall outside it (first: frame {}, row {r}, column {c} -> voxel ({:.2}, {:.2}, {:.2}) of {:?})",
+                f + 1,
+                v[0],
+                v[1],
+                v[2],
+                vol.dims
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    if det.abs() < 1e-12 {
+        return None;
+    }
+    let d = 1.0 / det;
+    Some([
+        [(m[1][1] * m[2][2] - m[1][2] * m[2][1]) * d, (m[0][2] * m[2][1] - m[0][1] * m[2][2]) * d, (m[0][1] * m[1][2] - m[0][2] * m[1][1]) * d],
+        [(m[1][2] * m[2][0] - m[1][0] * m[2][2]) * d, (m[0][0] * m[2][2] - m[0][2] * m[2][0]) * d, (m[0][2] * m[1][0] - m[0][0] * m[1][2]) * d],
+        [(m[1][0] * m[2][1] - m[1][1] * m[2][0]) * d, (m[0][1] * m[2][0] - m[0][0] * m[2][1]) * d, (m[0][0] * m[1][1] - m[0][1] * m[1][0]) * d],
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::{GridFrame, SourceFrame};
+
+    /// 4 columns x 3 rows x 2 slices, axial, spacing (row 0.5, col 0.25), slices 2 mm apart.
+    fn grid() -> SourceGrid {
+        SourceGrid {
+            study_instance_uid: "1.2".into(),
+            series_instance_uid: "1.3".into(),
+            rows: 3,
+            cols: 4,
+            pixel_spacing: Some([0.5, 0.25]),
+            slice_thickness: Some(2.0),
+            orientation: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            frame_of_reference_uid: Some("1.4".into()),
+            frames: (0..2)
+                .map(|k| GridFrame {
+                    source: SourceFrame { sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), sop_instance_uid: format!("1.5.{k}"), frame_number: None },
+                    position: Some([10.0, 20.0, -30.0 + 2.0 * k as f64]),
+                })
+                .collect(),
+        }
+    }
+
+    /// Distinct label per pixel of the grid: 1 + index.
+    fn expected() -> Vec<u16> {
+        (0..24).map(|i| i as u16 + 1).collect()
+    }
+
+    /// The grid stored in LPS voxel order (i = column, j = row, k = slice), as dcm2niix does
+    /// not: its affine flips x and y into RAS.
+    fn lps_volume() -> LabelVolume {
+        LabelVolume {
+            dims: [4, 3, 2],
+            values: expected(),
+            affine: Some([[-0.25, 0.0, 0.0, -10.0], [0.0, -0.5, 0.0, -20.0], [0.0, 0.0, 2.0, -30.0]]),
+        }
+    }
+
+    /// The same labels stored in RAS voxel order: i runs right-to-left reversed (i' = 3 - col),
+    /// j reversed (j' = 2 - row), slices reversed too, with a positive-diagonal affine.
+    fn ras_volume() -> LabelVolume {
+        let mut values = vec![0u16; 24];
+        for k in 0..2 {
+            for r in 0..3 {
+                for c in 0..4 {
+                    let (i, j, kk) = (3 - c, 2 - r, 1 - k);
+                    values[i + 4 * (j + 3 * kk)] = expected()[(k * 3 + r) * 4 + c];
+                }
+            }
+        }
+        // voxel (0,0,0) is column 3, row 2, slice 1: LPS (10.75, 21, -28) -> RAS (-10.75, -21, -28)
+        LabelVolume { dims: [4, 3, 2], values, affine: Some([[0.25, 0.0, 0.0, -10.75], [0.0, 0.5, 0.0, -21.0], [0.0, 0.0, -2.0, -28.0]]) }
+    }
+
+    #[test]
+    fn lps_and_ras_label_maps_give_the_same_labels() {
+        let g = grid();
+        assert_eq!(resample_to_grid(&lps_volume(), &g).unwrap(), expected());
+        assert_eq!(resample_to_grid(&ras_volume(), &g).unwrap(), expected());
+    }
+
+    #[test]
+    fn finer_label_map_is_resampled_by_nearest() {
+        // twice as fine in-plane, same extent: voxel centres at -1/4 and +1/4 of a pixel
+        let g = grid();
+        let mut values = vec![0u16; 8 * 6 * 2];
+        for k in 0..2 {
+            for j in 0..6 {
+                for i in 0..8 {
+                    values[i + 8 * (j + 6 * k)] = expected()[(k * 3 + j / 2) * 4 + i / 2];
+                }
+            }
+        }
+        // voxel (0,0,0) centre at LPS (10 - 0.0625, 20 - 0.125, -30)
+        let v = LabelVolume { dims: [8, 6, 2], values, affine: Some([[-0.125, 0.0, 0.0, -9.9375], [0.0, -0.25, 0.0, -19.875], [0.0, 0.0, 2.0, -30.0]]) };
+        // pixel centres fall exactly between two fine voxels; rounding picks the upper one,
+        // which belongs to the same coarse pixel
+        assert_eq!(resample_to_grid(&v, &g).unwrap(), expected());
+    }
+
+    #[test]
+    fn label_map_that_does_not_cover_the_series_is_refused() {
+        let g = grid();
+        let mut v = lps_volume();
+        v.dims = [4, 3, 1];
+        v.values.truncate(12);
+        let e = resample_to_grid(&v, &g).unwrap_err().to_string();
+        assert!(e.contains("does not cover") && e.contains("12 of 24"), "{e}");
+        let mut shifted = lps_volume();
+        shifted.affine.as_mut().unwrap()[0][3] = -20.0;
+        assert!(resample_to_grid(&shifted, &g).is_err());
+    }
+
+    #[test]
+    fn no_affine_or_no_geometry() {
+        let g = grid();
+        let mut v = lps_volume();
+        v.affine = None;
+        assert!(resample_to_grid(&v, &g).unwrap_err().to_string().contains("no sform or qform"));
+        let mut flat = grid();
+        flat.frame_of_reference_uid = None;
+        flat.orientation = None;
+        assert_eq!(resample_to_grid(&v, &flat).unwrap(), expected());
+        v.dims = [3, 4, 2];
+        assert!(resample_to_grid(&v, &flat).unwrap_err().to_string().contains("exactly (columns, rows, frames)"));
+    }
+
+    #[test]
+    fn qform_is_used_without_sform() {
+        // 180 degrees about z: x -> -x, y -> -y (quaternion b=c=0, d=1)
+        let h = nifti::NiftiHeader {
+            pixdim: [-1.0, 0.25, 0.5, 2.0, 0.0, 0.0, 0.0, 0.0],
+            quatern_d: 1.0,
+            quatern_x: -10.0,
+            quatern_y: -20.0,
+            quatern_z: -30.0,
+            ..Default::default()
+        };
+        let m = qform_affine(&h);
+        // qfac -1 flips k
+        assert_eq!(m, [[-0.25, 0.0, 0.0, -10.0], [0.0, -0.5, 0.0, -20.0], [0.0, 0.0, -2.0, -30.0]]);
+    }
+}
