@@ -30,6 +30,8 @@ fi
 # charls-sys (JPEG-LS in dicom-pixeldata) builds its C++ sources with cmake
 command -v cmake >/dev/null 2>&1 || { pkgs+=(cmake); missing+=(cmake); }
 command -v c++ >/dev/null 2>&1 || { pkgs+=(g++); missing+=(c++); }
+# PixelMed's TID 1500 validator (pulls a JRE) judges our structured reports
+[ -f /usr/share/java/pixelmed.jar ] || { pkgs+=(pixelmed-apps); missing+=(pixelmed.jar); }
 # python3 with a working venv module (Debian splits ensurepip into python3-venv)
 if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   if [ ! -x "$ROOT/.venv-tests/bin/python" ]; then

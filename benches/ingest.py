@@ -339,6 +339,8 @@ class Receiver:
                 "[assembly]\n"
                 "quiet_seconds = 3600\n"
                 "force_complete_seconds = 7200\n"
+                "[http]\n"
+                "enabled = false\n"
             )
             cmd = [str(ainode), "serve", "--config", str(cfg)]
             env = {k: v for k, v in os.environ.items() if k != "AINODE_CONFIG"}

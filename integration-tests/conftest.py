@@ -436,6 +436,7 @@ def base_node_config(port: int, data_dir: Path, ae: str) -> dict:
         },
         "assembly": {"quiet_seconds": 1, "force_complete_seconds": 120},
         "export": {"backoff_initial_seconds": 1, "backoff_max_seconds": 2, "max_attempts": 50},
+        "http": {"enabled": True, "bind": "127.0.0.1", "port": free_port()},
     }
 
 

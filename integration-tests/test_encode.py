@@ -826,3 +826,38 @@ def test_text_outside_the_source_character_set(work):
     assert pr.GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue == "β 42.5° Ωmega 中文"
     assert_dciodvfy(out)
     assert_dcentvfy(us, out)
+
+
+# ------------------------------------------------------------------------------------
+# a real PACS takes every result object from our SCU
+# ------------------------------------------------------------------------------------
+
+def test_orthanc_accepts_every_result_object(work, segments_json, ct_seg, ct_srs, orthanc):
+    from conftest import ainode_bin
+    outs = [ct_seg[0], *[p for p, _ in ct_srs.values()]]
+    for name in ("US1_UNCR.dcm", "RG3_UNCR.dcm"):
+        outs.append(flat_seg(work, segments_json, name)[1])
+    j = work.path("ann_orthanc.json")
+    j.write_text(json.dumps(ANNOTATIONS))
+    for kind, src in gsps_inputs().items():
+        pr = work.path(f"gsps_orthanc_{kind}.dcm")
+        encode("gsps", "--image", src, "--annotations", j, "--out", pr)
+        outs.append(pr)
+    proj = write_nifti(work.path("proj_orthanc.nii"), np.ones((40, 30), np.uint16), np.eye(4))
+    sc = work.path("sc_orthanc.dcm")
+    encode("sc", "--source", CT_DIR, "--image", proj, "--description", "projection", "--out", sc)
+    outs.append(sc)
+
+    pacs = orthanc(modalities={"ainode": ["AINODE", "127.0.0.1", 11112]})
+    folder = work.path("to_orthanc")
+    folder.mkdir(exist_ok=True)
+    for p in outs:
+        (folder / Path(p).name).write_bytes(Path(p).read_bytes())
+    res = run([ainode_bin(), "send", f"{pacs.aet}@127.0.0.1:{pacs.dicom_port}", folder, "--calling-ae", "AINODE"])
+    assert res.returncode == 0, f"ainode send to Orthanc failed:\n{res.stdout}\n{res.stderr}\n{pacs.log_tail()}"
+    for p in outs:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        found = pacs.lookup(str(ds.SOPInstanceUID))
+        assert [f for f in found if f.get("Type") == "Instance"], f"Orthanc does not list {Path(p).name} ({ds.SOPClassUID})"
+    modalities = {pacs.tags(i).get("Modality") for i in pacs.instances()}
+    assert {"SEG", "SR", "PR"} <= modalities, modalities

@@ -175,3 +175,24 @@ def test_config_check(node, tmp_path):
     res = run([n.bin, "config", "check", "--config", bad], timeout=30)
     assert res.returncode == 2, res
     assert "rules[0] (r).forward_to" in res.stderr and "nowhere" in res.stderr, res.stderr
+
+
+def test_health_metrics_and_status_page(node, tmp_path):
+    import requests
+    n = node()
+    base = f"http://127.0.0.1:{n.config['http']['port']}"
+    h = requests.get(f"{base}/health", timeout=10)
+    assert h.status_code == 200 and h.json()["status"] == "ok", h.text
+    _dcmsend(n, make_ct_series(tmp_path / "s", 3))
+    m = requests.get(f"{base}/metrics", timeout=10).text
+    assert "ainode_instances_stored_total 3" in m, m
+    assert "ainode_associations_accepted_total 1" in m, m
+    page = requests.get(f"{base}/", timeout=10).text
+    assert "ainode AINODE" in page and "3 stored" in page, page
+
+
+def test_health_reports_disk_pressure(node):
+    import requests
+    n = node(config={"node": {"min_free_disk_mb": 10**12}})
+    h = requests.get(f"http://127.0.0.1:{n.config['http']['port']}/health", timeout=10)
+    assert h.status_code == 503 and h.json()["status"] == "disk_pressure", h.text

@@ -27,6 +27,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub export: ExportConfig,
     pub retention: RetentionConfig,
+    pub http: HttpConfig,
     pub results: ResultsConfig,
     #[serde(default)]
     pub peers: Vec<Peer>,
@@ -96,6 +97,14 @@ pub struct ExportConfig {
 pub struct RetentionConfig {
     pub keep_seconds: u64,
     pub sweep_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub bind: String,
+    pub port: u16,
 }
 
 /// Attributes of the result objects the node writes (SEG, SR, GSPS, SC).

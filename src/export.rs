@@ -14,6 +14,7 @@ use crate::config::{Config, Peer};
 use crate::dimse::scu::{propose_for, Association, ScuOptions};
 use crate::dimse::status::{classify_store, StoreResult};
 use crate::dimse::RemoteAe;
+use crate::http::Metrics;
 use crate::jobs::{backoff_ms, Job, JobQueue};
 use crate::spool::index::{now_ms, StoredInstance};
 use crate::spool::Index;
@@ -121,7 +122,7 @@ pub async fn send_instances(
 }
 
 /// Runs forward jobs for one destination until the process ends.
-pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, peer: Peer) {
+pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, peer: Peer, metrics: Arc<Metrics>) {
     let span = tracing::info_span!("export", destination = %peer.name);
     async move {
         loop {
@@ -131,7 +132,7 @@ pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, pee
                 tokio::task::spawn_blocking(move || jobs.claim("forward", &name)).await
             };
             match claimed {
-                Ok(Ok(Some(job))) => run_forward_job(&cfg, &index, &jobs, &peer, job).await,
+                Ok(Ok(Some(job))) => run_forward_job(&cfg, &index, &jobs, &peer, job, &metrics).await,
                 Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(300)).await,
                 Ok(Err(e)) => {
                     warn!("job queue: {e}");
@@ -145,7 +146,7 @@ pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, pee
     .await
 }
 
-async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Peer, job: Job) {
+async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Peer, job: Job, metrics: &Metrics) {
     let study = job.study_uid.clone();
     let items = match index.undelivered(&study, &peer.name) {
         Ok(v) => v,
@@ -159,6 +160,7 @@ async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Pe
     let idx = index.clone();
     let dest = peer.name.clone();
     let result = send_instances(&remote, &scu_options(cfg), &items, cfg.export.batch_size, |item, st| {
+        Metrics::inc(&metrics.instances_forwarded);
         if let Err(e) = idx.mark_delivered(&item.sop_uid, &dest, st) {
             warn!(sop_uid = %item.sop_uid, "cannot record delivery: {e}");
         }
@@ -173,6 +175,7 @@ async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Pe
         Ok(r) => format!("{} of {} instances refused; first: {}", r.failures.len(), items.len(), r.failures[0]),
         Err(e) => e,
     };
+    Metrics::inc(&metrics.forward_failures);
     let attempts = job.attempts as u32;
     if attempts >= cfg.export.max_attempts {
         warn!(study_uid = %study, job = job.id, attempts, "dead letter: {error}");

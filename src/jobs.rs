@@ -150,6 +150,22 @@ impl JobQueue {
         Ok(n == 1)
     }
 
+    /// (kind, state, count) for every combination present.
+    pub fn counts(&self) -> rusqlite::Result<Vec<(String, String, i64)>> {
+        let conn = self.index.conn();
+        let mut st = conn.prepare("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
+    /// The most recently updated jobs, newest first.
+    pub fn recent(&self, n: usize) -> rusqlite::Result<Vec<Job>> {
+        let conn = self.index.conn();
+        let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs ORDER BY updated_at DESC, id DESC LIMIT ?1"))?;
+        let rows = st.query_map([n as i64], row)?;
+        rows.collect()
+    }
+
     pub fn list(&self) -> rusqlite::Result<Vec<Job>> {
         let conn = self.index.conn();
         let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs ORDER BY id"))?;

@@ -7,6 +7,7 @@ pub mod dimse;
 pub mod encode;
 pub mod export;
 pub mod findings;
+pub mod http;
 pub mod imaging;
 pub mod jobs;
 pub mod node;

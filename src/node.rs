@@ -30,7 +30,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         rules = cfg.rules.len(), peers = cfg.peers.len(), "ainode listening"
     );
 
-    let scp = Scp::new(cfg.clone(), spool.clone());
+    let metrics = Arc::new(crate::http::Metrics::default());
+    if cfg.http.enabled {
+        let addr = format!("{}:{}", cfg.http.bind, cfg.http.port);
+        let http = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} (http; set http.enabled = false or another http.port)"))?;
+        info!(%addr, "status page, /health and /metrics");
+        tokio::spawn(crate::http::serve(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone(), http));
+    }
+    let scp = Scp::new(cfg.clone(), spool.clone(), metrics.clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(async move {
         if let Err(e) = scp.run(listener).await {
@@ -39,7 +46,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     tasks.spawn(StudyAssembler::new(cfg.clone(), spool.index.clone(), jobs.clone()).run());
     for peer in cfg.peers.clone() {
-        tasks.spawn(crate::export::run_destination(cfg.clone(), spool.index.clone(), jobs.clone(), peer));
+        tasks.spawn(crate::export::run_destination(cfg.clone(), spool.index.clone(), jobs.clone(), peer, metrics.clone()));
     }
     tasks.spawn(retention(cfg.clone(), spool.clone()));
 

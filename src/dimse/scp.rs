@@ -20,11 +20,13 @@ use super::connection::{ConnError, Connection, Frame};
 use super::status;
 use super::uids;
 use crate::config::Config;
+use crate::http::Metrics;
 use crate::spool::{IncomingInstance, Spool, StoreError, StoreOutcome};
 
 pub struct Scp {
     cfg: Arc<Config>,
     spool: Spool,
+    metrics: Arc<Metrics>,
     active: AtomicUsize,
     next_id: AtomicU64,
 }
@@ -59,8 +61,8 @@ struct PendingStore {
 }
 
 impl Scp {
-    pub fn new(cfg: Arc<Config>, spool: Spool) -> Arc<Scp> {
-        Arc::new(Scp { cfg, spool, active: AtomicUsize::new(0), next_id: AtomicU64::new(1) })
+    pub fn new(cfg: Arc<Config>, spool: Spool, metrics: Arc<Metrics>) -> Arc<Scp> {
+        Arc::new(Scp { cfg, spool, metrics, active: AtomicUsize::new(0), next_id: AtomicU64::new(1) })
     }
 
     pub async fn run(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
@@ -115,6 +117,7 @@ impl Scp {
             Ok(x) => x,
             Err((rj, why)) => {
                 warn!(peer = %peer, called_ae = %rq.called_ae_title.trim(), "association rejected: {why}");
+                Metrics::inc(&self.metrics.associations_rejected);
                 let _ = conn.write_pdu(&Pdu::AssociationRJ(rj)).await;
                 conn.shutdown().await;
                 return;
@@ -137,7 +140,14 @@ impl Scp {
         }
         let calling = rq.calling_ae_title.trim().to_string();
         let mut stored = 0u64;
-        match self.serve_messages(&mut conn, &contexts, peer_max_pdu, &calling, &mut stored).await {
+        Metrics::inc(&self.metrics.associations_accepted);
+        self.metrics.associations_active.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.serve_messages(&mut conn, &contexts, peer_max_pdu, &calling, &mut stored).await;
+        self.metrics.associations_active.fetch_sub(1, Ordering::Relaxed);
+        if outcome.is_err() {
+            Metrics::inc(&self.metrics.associations_aborted);
+        }
+        match outcome {
             Ok(()) => info!(peer = %peer, stored, "association released"),
             Err(e @ (ConnError::Closed | ConnError::PeerAborted(_))) => {
                 warn!(peer = %peer, stored, "association ended without release: {e}")
@@ -300,6 +310,7 @@ impl Scp {
                     if let Sink::File(inc) = &mut p.sink {
                         // Writes go to a 1 MiB buffer and the page cache; the
                         // slow part (fsync) happens on a blocking thread below.
+                        self.metrics.bytes_received.fetch_add(pdv.data.len() as u64, Ordering::Relaxed);
                         if let Err(e) = inc.write(&pdv.data) {
                             error!(sop_uid = %inc.sop_uid, error = %e, "cannot write incoming instance");
                             p.sink = Sink::Refuse(status::OUT_OF_RESOURCES, format!("write failed: {e}"));
@@ -378,10 +389,12 @@ impl Scp {
                 let outcome = tokio::task::spawn_blocking(move || spool.commit(inc)).await;
                 match outcome {
                     Ok(Ok(StoreOutcome::Stored(h))) => {
+                        Metrics::inc(&self.metrics.instances_stored);
                         debug!(%sop_uid, study_uid = %h.study_uid, "stored");
                         (status::SUCCESS, None, true)
                     }
                     Ok(Ok(StoreOutcome::Duplicate(h))) => {
+                        Metrics::inc(&self.metrics.instances_duplicate);
                         info!(%sop_uid, study_uid = %h.study_uid, "duplicate SOP Instance UID; first copy kept");
                         (status::SUCCESS, None, false)
                     }
@@ -401,6 +414,9 @@ impl Scp {
                 }
             }
         };
+        if st != status::SUCCESS {
+            Metrics::inc(&self.metrics.instances_refused);
+        }
         let rsp = Command::response_to(&p.rq, command::C_STORE_RSP, st, comment.as_deref());
         conn.write_message(ctx.id, true, &rsp.encode(), peer_max_pdu).await?;
         Ok(ok)

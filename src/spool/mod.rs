@@ -142,30 +142,24 @@ impl Spool {
             let _ = fs::remove_file(&temp);
             e
         };
-        let header = read_header(&temp, &inc.transfer_syntax).map_err(|reason| {
-            cleanup(StoreError::Unreadable { sop_uid: sop_uid.clone(), reason })
-        })?;
-        part10::check_structure(&temp, inc.dataset_offset, &inc.transfer_syntax)
-            .map_err(|reason| cleanup(StoreError::Unreadable { sop_uid: sop_uid.clone(), reason: format!("malformed data set: {reason}") }))?;
-        if header.sop_uid != inc.sop_uid {
-            return Err(cleanup(StoreError::Unreadable {
-                sop_uid,
-                reason: format!("data set SOP Instance UID {} differs from the C-STORE request's", header.sop_uid),
-            }));
-        }
-        if header.sop_class != inc.sop_class {
-            return Err(cleanup(StoreError::ClassMismatch {
-                sop_uid,
-                expected: inc.sop_class.clone(),
-                found: header.sop_class.clone(),
-            }));
-        }
+        // The fsync (the slow part: a journal commit on ext4) runs while
+        // this thread parses and checks the data set.
+        let (checked, synced) = std::thread::scope(|s| {
+            let sync = s.spawn(|| file.sync_data());
+            let checked = validate(&temp, &inc);
+            (checked, sync.join())
+        });
+        let header = checked.map_err(cleanup)?;
         let existing = self.index.instance(&header.sop_uid).map_err(|e| cleanup(res(format!("index: {e}"))))?;
         if existing.is_some() && self.duplicates == DuplicatePolicy::KeepFirst {
             let _ = fs::remove_file(&temp);
             return Ok(StoreOutcome::Duplicate(header));
         }
-        file.sync_all().map_err(|e| cleanup(res(format!("fsync {}: {e}", temp.display()))))?;
+        match synced {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(cleanup(res(format!("fsync {}: {e}", temp.display())))),
+            Err(_) => return Err(cleanup(res("fsync thread panicked".into()))),
+        }
         drop(file);
         let dir = self.root.join("spool").join(safe_name(&header.study_uid)).join(safe_name(&header.series_uid));
         let fresh_dirs = !dir.exists();
@@ -225,6 +219,25 @@ impl Spool {
         self.index.delete_study(study_uid)?;
         Ok(())
     }
+}
+
+/// Parses and checks a received data set against its C-STORE request.
+fn validate(path: &Path, inc: &IncomingInstance) -> Result<InstanceHeader, StoreError> {
+    let unreadable = |reason: String| StoreError::Unreadable { sop_uid: inc.sop_uid.clone(), reason };
+    let header = read_header(path, &inc.transfer_syntax).map_err(unreadable)?;
+    part10::check_structure(path, inc.dataset_offset, &inc.transfer_syntax)
+        .map_err(|reason| unreadable(format!("malformed data set: {reason}")))?;
+    if header.sop_uid != inc.sop_uid {
+        return Err(unreadable(format!("data set SOP Instance UID {} differs from the C-STORE request's", header.sop_uid)));
+    }
+    if header.sop_class != inc.sop_class {
+        return Err(StoreError::ClassMismatch {
+            sop_uid: inc.sop_uid.clone(),
+            expected: inc.sop_class.clone(),
+            found: header.sop_class.clone(),
+        });
+    }
+    Ok(header)
 }
 
 /// Parses the header (everything before Pixel Data) of a spool file.
