@@ -15,7 +15,6 @@ fn ct_files() -> Option<Vec<PathBuf>> {
         bases.push(PathBuf::from(p));
     }
     bases.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/dicom-samples"));
-    bases.push(PathBuf::from("/work/shared/data/dicom-samples"));
     let dir = bases.into_iter().map(|b| b.join("ct-totalseg")).find(|p| p.exists());
     let Some(dir) = dir else {
         eprintln!("SKIP: ct-totalseg sample not found (set AINODE_SAMPLES)");

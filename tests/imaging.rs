@@ -23,14 +23,13 @@ fn manifest() -> PathBuf {
 }
 
 /// Shared sample data: `$AINODE_SAMPLES`, `../shared/data/dicom-samples`
-/// beside the checkout, or /work/shared/data/dicom-samples.
+/// beside the checkout.
 fn samples(sub: &str) -> Option<PathBuf> {
     let mut bases = Vec::new();
     if let Ok(p) = std::env::var("AINODE_SAMPLES") {
         bases.push(PathBuf::from(p));
     }
     bases.push(manifest().join("../shared/data/dicom-samples"));
-    bases.push(PathBuf::from("/work/shared/data/dicom-samples"));
     let found = bases.into_iter().map(|b| b.join(sub)).find(|p| p.exists());
     if found.is_none() {
         eprintln!("SKIP: sample data {sub} not found (set AINODE_SAMPLES)");
@@ -39,9 +38,9 @@ fn samples(sub: &str) -> Option<PathBuf> {
 }
 
 /// A pydicom / pydicom-data test file from a test venv (`.venv-tests` in
-/// this checkout or in /work/main).
+/// this checkout).
 fn pydicom_file(name: &str) -> Option<PathBuf> {
-    let mut venvs = vec![manifest().join(".venv-tests"), PathBuf::from("/work/main/.venv-tests")];
+    let mut venvs = vec![manifest().join(".venv-tests")];
     if let Ok(v) = std::env::var("AINODE_TEST_VENV") {
         venvs.insert(0, PathBuf::from(v));
     }
