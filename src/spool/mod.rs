@@ -197,7 +197,14 @@ impl Spool {
             if known.contains(&s) {
                 continue;
             }
-            let meta = part10::read_meta(p)?;
+            let meta = match part10::read_meta(p) {
+                Ok(m) => m,
+                Err(e) => {
+                    // A stray or damaged file must not keep the node from starting.
+                    tracing::warn!(file = %s, "spool file not indexable; left in place: {e}");
+                    continue;
+                }
+            };
             match read_header(p, &meta.transfer_syntax) {
                 Ok(h) => {
                     let size = fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -327,5 +334,43 @@ mod tests {
     #[test]
     fn free_space_is_reported() {
         assert!(free_bytes(Path::new("/")).unwrap() > 0);
+    }
+}
+
+#[cfg(test)]
+mod recover_tests {
+    use super::*;
+
+    #[test]
+    fn recovery_indexes_orphans_skips_junk_and_drops_partials() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), DuplicatePolicy::KeepFirst).unwrap();
+        // a partial upload left in tmp/ by a crash
+        std::fs::write(dir.path().join("tmp").join("1-0.part"), b"partial").unwrap();
+        // junk where a spool file would be
+        let junk = dir.path().join("spool").join("1.2").join("1.2.3");
+        std::fs::create_dir_all(&junk).unwrap();
+        std::fs::write(junk.join("9.9.dcm"), b"not dicom").unwrap();
+        // a complete instance whose index row was lost
+        let mut obj = dicom_object::InMemDicomObject::new_empty();
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        for (tag, v) in [
+            (tags::SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.1.7"),
+            (tags::SOP_INSTANCE_UID, "1.2.3.4"),
+            (tags::STUDY_INSTANCE_UID, "1.2"),
+            (tags::SERIES_INSTANCE_UID, "1.2.3"),
+        ] {
+            obj.put(DataElement::new(tag, VR::UI, PrimitiveValue::from(v)));
+        }
+        let path = junk.join("1.2.3.4.dcm");
+        let mut f = File::create(&path).unwrap();
+        part10::write_meta(&mut f, "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", "1.2.840.10008.1.2.1", "").unwrap();
+        let ts = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        obj.write_dataset_with_ts(&mut f, &ts).unwrap();
+        drop(f);
+        assert_eq!(spool.recover().unwrap(), 1);
+        assert!(spool.index.instance("1.2.3.4").unwrap().is_some());
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert!(junk.join("9.9.dcm").exists(), "junk is left in place, not deleted");
     }
 }
