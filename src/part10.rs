@@ -192,6 +192,23 @@ struct Walker<R> {
     end: Option<u64>,
 }
 
+/// Readers the walker can skip over: seek where possible, read otherwise.
+trait Skip: Read {
+    fn skip(&mut self, n: u64) -> std::io::Result<()>;
+}
+
+impl Skip for std::io::BufReader<std::fs::File> {
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        self.seek_relative(n as i64)
+    }
+}
+
+impl<R: Read> Skip for flate2::read::DeflateDecoder<R> {
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        std::io::copy(&mut self.take(n), &mut std::io::sink()).map(|_| ())
+    }
+}
+
 enum Next {
     Element,
     ItemEnd,
@@ -199,7 +216,7 @@ enum Next {
     Eof,
 }
 
-impl<R: Read> Walker<R> {
+impl<R: Skip> Walker<R> {
     fn read_exact_or_eof(&mut self, buf: &mut [u8]) -> Result<bool, String> {
         let mut got = 0;
         while got < buf.len() {
@@ -230,9 +247,14 @@ impl<R: Read> Walker<R> {
                 return Err(format!("element value of {n} bytes at byte {} runs past the end of the data ({end} bytes)", self.pos));
             }
         }
-        let copied = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(|e| e.to_string())?;
-        if copied != n {
-            return Err(format!("data set ends inside an element value at byte {}", self.pos + copied));
+        if self.end.is_none() {
+            let copied = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(|e| e.to_string())?;
+            if copied != n {
+                return Err(format!("data set ends inside an element value at byte {}", self.pos + copied));
+            }
+        } else {
+            // Known length, checked above: skip without reading (pixel data).
+            self.r.skip(n).map_err(|e| e.to_string())?;
         }
         self.pos += n;
         Ok(())
