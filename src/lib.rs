@@ -10,6 +10,7 @@ pub mod findings;
 pub mod http;
 pub mod imaging;
 pub mod jobs;
+pub mod models;
 pub mod node;
 pub mod part10;
 pub mod pipelines;

@@ -1,0 +1,4 @@
+//! candle networks. `blocks/` holds the trainable building blocks the five
+//! analyses share (MODELS.md); each network file will use them.
+
+pub mod blocks;
