@@ -10,6 +10,7 @@
 pub mod conv3d;
 pub mod losses;
 pub mod norm;
+pub mod pool;
 pub mod resize;
 
 #[cfg(test)]
