@@ -6,6 +6,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use super::conv::{conv2d, ConvConfig};
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conv3dConfig {
     /// Kernel size (depth, height = width).
@@ -60,35 +62,24 @@ pub fn conv3d(x: &Tensor, w: &Tensor, cfg: &Conv3dConfig) -> Result<Tensor> {
         candle_core::bail!("conv3d: depth {d} with padding {pd} is smaller than the dilated kernel depth {span}");
     }
     let out_d = (d + 2 * pd - span) / sd + 1;
-    let kernels: Vec<Tensor> = (0..kd).map(|k| w.narrow(2, k, 1)?.squeeze(2)).collect::<Result<_>>()?;
-    let mut slices = Vec::with_capacity(out_d);
-    for od in 0..out_d {
-        let mut acc: Option<Tensor> = None;
-        for (k, kernel) in kernels.iter().enumerate() {
-            let id = (od * sd + k * dd) as isize - pd as isize;
-            if id < 0 || id >= d as isize {
-                continue;
-            }
-            let plane = x.narrow(2, id as usize, 1)?.squeeze(2)?;
-            let y = plane.conv2d(kernel, p, s, dl, 1)?;
-            acc = Some(match acc {
-                None => y,
-                Some(a) => (a + y)?,
-            });
-        }
-        let y = match acc {
-            Some(a) => a,
-            None => {
-                // Only padding under the kernel: the output plane is zero.
-                let probe = x.narrow(2, 0, 1)?.squeeze(2)?.conv2d(&kernels[0], p, s, dl, 1)?;
-                probe.zeros_like()?
-            }
-        };
-        slices.push(y);
+    // Depth slices become batch entries: one conv2d per kernel depth over all
+    // output slices at once, instead of one per (output slice, kernel depth).
+    let (_, c, _, h, wd) = x.dims5()?;
+    let xs = x.pad_with_zeros(2, pd, pd)?.transpose(1, 2)?.contiguous()?; // (N, D', C, H, W)
+    let plane = ConvConfig { kernel: w.dim(3)?, stride: s, padding: p, dilation: dl, bias: false };
+    let mut acc: Option<Tensor> = None;
+    for k in 0..kd {
+        let idx: Vec<u32> = (0..out_d).map(|od| (od * sd + k * dd) as u32).collect();
+        let planes = xs.index_select(&Tensor::new(idx.as_slice(), x.device())?, 1)?.reshape((n * out_d, c, h, wd))?;
+        let y = conv2d(&planes, &w.narrow(2, k, 1)?.squeeze(2)?.contiguous()?, None, &plane)?;
+        acc = Some(match acc {
+            None => y,
+            Some(a) => (a + y)?,
+        });
     }
-    let out = Tensor::stack(&slices, 2)?;
-    debug_assert_eq!(out.dims()[0..2], [n, o]);
-    Ok(out)
+    let y = acc.expect("kernel depth >= 1");
+    let (_, _, oh, ow) = y.dims4()?;
+    y.reshape((n, out_d, o, oh, ow))?.transpose(1, 2)?.contiguous()
 }
 
 impl Module for Conv3d {

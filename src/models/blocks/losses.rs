@@ -143,7 +143,7 @@ mod tests {
             .map(|k| {
                 let lo = -1.0 + k as f64 * 2.0 / 3.0;
                 let hi = lo + 2.0 / 3.0;
-                (idx.ge(lo)?.to_dtype(candle_core::DType::F64)? * idx.lt(hi)?.to_dtype(candle_core::DType::F64)?)
+                idx.ge(lo)?.to_dtype(candle_core::DType::F64)? * idx.lt(hi)?.to_dtype(candle_core::DType::F64)?
             })
             .collect::<Result<_>>()?;
         let onehot = Tensor::cat(&cls, 1)?;

@@ -5,13 +5,21 @@
 //! kernel == stride, no bilinear upsampling backward, `softmax_last_dim` and
 //! the fused `layer_norm` drop gradients. The replacements here are written
 //! only with ops whose gradients candle computes, and every one has a
-//! finite-difference gradient test (`testing::gradcheck`).
+//! finite-difference gradient test (`testing::gradcheck`). conv2d backward
+//! with stride > 1 breaks on mixed-parity maps: use `conv::conv2d`/`Conv2d`.
 
+pub mod attention;
+pub mod conv;
 pub mod conv3d;
+pub mod fpn;
 pub mod losses;
+pub mod mhsa;
 pub mod norm;
 pub mod pool;
+pub mod psp;
 pub mod resize;
+pub mod resnet;
+pub mod vgg;
 
 #[cfg(test)]
 pub mod testing;

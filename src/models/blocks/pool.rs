@@ -68,6 +68,60 @@ pub fn max_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
     Ok(acc)
 }
 
+/// 3D pooling window: (depth, in-plane) kernel, stride and padding.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pool3dConfig {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+}
+
+/// Pools (N, C, D, H, W): in-plane with the 2D pool over (N, C*D) slices, then
+/// along depth over windows of whole slices. Max and mean are separable, so the
+/// result equals a direct 3D pool.
+fn pool3d(x: &Tensor, cfg: &Pool3dConfig, max: bool) -> Result<Tensor> {
+    let (n, c, d, h, w) = x.dims5()?;
+    let plane = Pool2dConfig { kernel: cfg.kernel.1, stride: cfg.stride.1, padding: cfg.padding.1 };
+    let flat = x.reshape((n, c * d, h, w))?;
+    let y = if max { max_pool2d(&flat, &plane)? } else { avg_pool2d(&flat, &plane)? };
+    let (_, _, oh, ow) = y.dims4()?;
+    let y = y.reshape((n, c, d, oh * ow))?;
+    // depth: the same window logic as in-plane, on a (N, C, D, 1) view
+    let depth = Pool2dConfig { kernel: cfg.kernel.0, stride: cfg.stride.0, padding: cfg.padding.0 };
+    let od = out_len(d, &depth)?;
+    let p = depth.padding;
+    let mut yp = y.pad_with_zeros(2, p, p)?;
+    if max && p > 0 {
+        let inside = y.ones_like()?.pad_with_zeros(2, p, p)?;
+        yp = (yp + inside.affine(1e30, -1e30)?)?;
+    }
+    let mut acc: Option<Tensor> = None;
+    for kz in 0..depth.kernel {
+        let idx: Vec<u32> = (0..od).map(|o| (kz + o * depth.stride) as u32).collect();
+        let t = yp.index_select(&Tensor::new(idx.as_slice(), x.device())?, 2)?;
+        acc = Some(match acc {
+            None => t,
+            Some(a) if max => a.maximum(&t)?,
+            Some(a) => (a + t)?,
+        });
+    }
+    let mut y = acc.expect("kernel >= 1");
+    if !max {
+        y = y.affine(1.0 / depth.kernel as f64, 0.0)?;
+    }
+    y.reshape((n, c, od, oh, ow))
+}
+
+/// 3D max pooling (padding counts as -inf).
+pub fn max_pool3d(x: &Tensor, cfg: &Pool3dConfig) -> Result<Tensor> {
+    pool3d(x, cfg, true)
+}
+
+/// 3D average pooling (padding counts as zeros, PyTorch's count_include_pad).
+pub fn avg_pool3d(x: &Tensor, cfg: &Pool3dConfig) -> Result<Tensor> {
+    pool3d(x, cfg, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,4 +155,49 @@ mod tests {
         assert!(gradcheck(&x, |x| (max_pool2d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
         Ok(())
     }
+
+    #[test]
+    fn pool3d_matches_a_direct_loop_and_has_gradients() -> Result<()> {
+        let x = det_tensor(&[1, 2, 5, 4, 6], 51);
+        let cfg = Pool3dConfig { kernel: (3, 2), stride: (2, 2), padding: (1, 0) };
+        let xv = x.flatten_all()?.to_vec1::<f64>()?;
+        let at = |c: usize, z: isize, y: usize, xx: usize| -> Option<f64> {
+            if z < 0 || z >= 5 {
+                None
+            } else {
+                Some(xv[((c * 5 + z as usize) * 4 + y) * 6 + xx])
+            }
+        };
+        let mx = max_pool3d(&x, &cfg)?;
+        let av = avg_pool3d(&x, &cfg)?;
+        assert_eq!(mx.dims(), &[1, 2, 3, 2, 3]);
+        let (mv, avv) = (mx.flatten_all()?.to_vec1::<f64>()?, av.flatten_all()?.to_vec1::<f64>()?);
+        for c in 0..2 {
+            for oz in 0..3 {
+                for oy in 0..2 {
+                    for ox in 0..3 {
+                        let mut m = f64::MIN;
+                        let mut s = 0.0;
+                        for kz in 0..3 {
+                            for ky in 0..2 {
+                                for kx in 0..2 {
+                                    if let Some(v) = at(c, (oz * 2 + kz) as isize - 1, oy * 2 + ky, ox * 2 + kx) {
+                                        m = m.max(v);
+                                        s += v;
+                                    }
+                                }
+                            }
+                        }
+                        let k = ((c * 3 + oz) * 2 + oy) * 3 + ox;
+                        assert!((mv[k] - m).abs() < 1e-12 && (avv[k] - s / 12.0).abs() < 1e-12);
+                    }
+                }
+            }
+        }
+        let t = det_tensor(&[1, 2, 3, 2, 3], 52);
+        assert!(gradcheck(&x, |x| (max_pool3d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
+        assert!(gradcheck(&x, |x| (avg_pool3d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
+        Ok(())
+    }
 }
+

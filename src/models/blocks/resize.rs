@@ -37,6 +37,49 @@ pub fn upsample_nearest3d(x: &Tensor, f: (usize, usize, usize)) -> Result<Tensor
     y.reshape((n, c, d * f.0, h * f.1, w * f.2))
 }
 
+/// Nearest-neighbour resize of the trailing spatial dims of (N, C, ...) to
+/// `size` (PyTorch `interpolate(mode="nearest")`: source index floor(o * in / out)).
+/// Gathers with index_select, whose backward candle computes.
+pub fn resize_nearest(x: &Tensor, size: &[usize]) -> Result<Tensor> {
+    let rank = x.rank();
+    if size.len() + 2 != rank {
+        candle_core::bail!("resize_nearest: {} target sizes for a rank-{rank} tensor", size.len());
+    }
+    let mut y = x.contiguous()?;
+    for (k, &n_out) in size.iter().enumerate() {
+        let dim = k + 2;
+        let n_in = y.dim(dim)?;
+        if n_in == n_out {
+            continue;
+        }
+        let idx: Vec<u32> = (0..n_out).map(|o| ((o * n_in) / n_out).min(n_in - 1) as u32).collect();
+        y = y.index_select(&Tensor::new(idx.as_slice(), x.device())?, dim)?;
+    }
+    Ok(y)
+}
+
+/// Adaptive average pooling of the last two dims to (h, w), PyTorch's bins
+/// [floor(i*H/h), ceil((i+1)*H/h)), as two matrix products (differentiable).
+pub fn adaptive_avg_pool2d(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let dims = x.dims();
+    let (hi, wi) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    let rows = adaptive_matrix(hi, h, x.dtype(), x.device())?;
+    let cols = adaptive_matrix(wi, w, x.dtype(), x.device())?.t()?;
+    rows.broadcast_matmul(&x.broadcast_matmul(&cols)?)
+}
+
+fn adaptive_matrix(n_in: usize, n_out: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mut m = vec![0f64; n_out * n_in];
+    for o in 0..n_out {
+        let start = (o * n_in) / n_out;
+        let end = ((o + 1) * n_in).div_ceil(n_out);
+        for i in start..end {
+            m[o * n_in + i] = 1.0 / (end - start) as f64;
+        }
+    }
+    Tensor::from_vec(m, (n_out, n_in), device)?.to_dtype(dtype)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,4 +125,25 @@ mod tests {
         assert!(gradcheck(&x, |x| (upsample_nearest3d(x, (2, 2, 2))? * &t)?.sum_all())? < 1e-6);
         Ok(())
     }
+
+    #[test]
+    fn nearest_and_adaptive_pool_values_and_gradients() -> Result<()> {
+        let x = Tensor::new(&[1f64, 2., 3.], &Device::Cpu)?.reshape((1, 1, 1, 3))?;
+        let y = resize_nearest(&x, &[2, 6])?;
+        assert_eq!(y.dims(), &[1, 1, 2, 6]);
+        assert_eq!(y.get(0)?.get(0)?.get(1)?.to_vec1::<f64>()?, vec![1., 1., 2., 2., 3., 3.]);
+        let y = resize_nearest(&Tensor::new(&[1f64, 2., 3., 4., 5.], &Device::Cpu)?.reshape((1, 1, 1, 1, 5))?, &[1, 1, 2])?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f64>()?, vec![1., 3.]);
+        // bins of 5 into 3: [0,2) [1,4) [3,5)
+        let x = Tensor::new(&[1f64, 2., 3., 4., 5.], &Device::Cpu)?.reshape((1, 1, 1, 5))?;
+        let y = adaptive_avg_pool2d(&x, 1, 3)?.flatten_all()?.to_vec1::<f64>()?;
+        assert_eq!(y, vec![1.5, 3.0, 4.5]);
+        let x = det_tensor(&[1, 2, 5, 7], 31);
+        let t = det_tensor(&[1, 2, 3, 2], 32);
+        assert!(gradcheck(&x, |x| (adaptive_avg_pool2d(x, 3, 2)? * &t)?.sum_all())? < 1e-6);
+        let t = det_tensor(&[1, 2, 8, 10], 33);
+        assert!(gradcheck(&x, |x| (resize_nearest(x, &[8, 10])? * &t)?.sum_all())? < 1e-6);
+        Ok(())
+    }
 }
+

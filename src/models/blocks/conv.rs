@@ -1,0 +1,233 @@
+//! 2D convolution safe to train with any stride, plus conv + batch norm + ReLU.
+//!
+//! candle 0.11's conv2d backward rebuilds the input gradient with a transposed
+//! convolution whose single `output_padding` serves both H and W; when the rows
+//! or columns the last window never reaches differ between H and W (e.g. stride
+//! 2 on a 7x8 map), the gradient has the wrong shape and training fails. We crop
+//! those unused trailing rows/columns before convolving: the output is
+//! identical, the cropped cells get a zero gradient (they do not influence the
+//! output), and the transposed convolution needs no output padding at all.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Init, VarBuilder};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvConfig {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub bias: bool,
+}
+
+impl ConvConfig {
+    /// A "same" convolution for odd kernels (padding = dilation * (k - 1) / 2).
+    pub fn same(kernel: usize, stride: usize, dilation: usize, bias: bool) -> ConvConfig {
+        ConvConfig { kernel, stride, padding: dilation * (kernel - 1) / 2, dilation, bias }
+    }
+}
+
+/// Functional conv2d of `x` (N, C, H, W) with `w` (O, C, k, k) that trains at any stride.
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig) -> Result<Tensor> {
+    let y = if cfg.stride > 1 {
+        let (_, _, h, wd) = x.dims4()?;
+        let span = cfg.dilation * (cfg.kernel - 1) + 1;
+        let p = cfg.padding;
+        if h.min(wd) + 2 * p < span {
+            candle_core::bail!("conv2d: input {h}x{wd} with padding {p} is smaller than the dilated kernel {span}");
+        }
+        // pad explicitly, then keep only the rows/columns some window reaches
+        let used = |n: usize| ((n + 2 * p - span) / cfg.stride) * cfg.stride + span;
+        let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+        let xp = xp.narrow(2, 0, used(h))?.narrow(3, 0, used(wd))?;
+        xp.conv2d(w, 0, cfg.stride, cfg.dilation, 1)?
+    } else {
+        x.conv2d(w, cfg.padding, cfg.stride, cfg.dilation, 1)?
+    };
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    cfg: ConvConfig,
+}
+
+impl Conv2d {
+    /// Weights `weight` (out, in, k, k) and optional `bias`, Kaiming-uniform
+    /// initialised like PyTorch.
+    pub fn load(vb: VarBuilder, in_c: usize, out_c: usize, cfg: ConvConfig) -> Result<Conv2d> {
+        let bound = 1.0 / ((in_c * cfg.kernel * cfg.kernel) as f64).sqrt();
+        let init = Init::Uniform { lo: -bound, up: bound };
+        let weight = vb.get_with_hints((out_c, in_c, cfg.kernel, cfg.kernel), "weight", init)?;
+        let bias = if cfg.bias { Some(vb.get_with_hints(out_c, "bias", init)?) } else { None };
+        Ok(Conv2d { weight, bias, cfg })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d(x, &self.weight, self.bias.as_ref(), &self.cfg)
+    }
+}
+
+/// Pointwise (1x1) convolution over the channel dimension of a tensor of any
+/// rank >= 3 (N, C, ...): 2D and 3D networks share it.
+#[derive(Debug, Clone)]
+pub struct Pointwise {
+    conv: Conv2d,
+}
+
+impl Pointwise {
+    pub fn load(vb: VarBuilder, in_c: usize, out_c: usize, bias: bool) -> Result<Pointwise> {
+        let cfg = ConvConfig { kernel: 1, stride: 1, padding: 0, dilation: 1, bias };
+        Ok(Pointwise { conv: Conv2d::load(vb, in_c, out_c, cfg)? })
+    }
+}
+
+impl Module for Pointwise {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (n, c) = (dims[0], dims[1]);
+        let rest: usize = dims[2..].iter().product();
+        let y = self.conv.forward(&x.reshape((n, c, rest, 1))?)?;
+        let mut out = dims;
+        out[1] = self.conv.out_channels();
+        y.reshape(out)
+    }
+}
+
+/// Batch norm over dim 1 of (N, C, ...) with PyTorch's parameter names
+/// (`weight`, `bias`, `running_mean`, `running_var`); running statistics are
+/// updated in training mode. candle_nn's implementation is differentiable
+/// (gradient-checked below), unlike its fused layer norm.
+pub fn batch_norm(vb: VarBuilder, channels: usize) -> Result<BatchNorm> {
+    let cfg = BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
+    candle_nn::batch_norm(channels, cfg, vb)
+}
+
+/// conv (no bias) -> batch norm -> optional ReLU; names `conv`, `bn`.
+#[derive(Debug, Clone)]
+pub struct ConvBnAct {
+    conv: Conv2d,
+    bn: BatchNorm,
+    relu: bool,
+}
+
+impl ConvBnAct {
+    pub fn load(vb: VarBuilder, in_c: usize, out_c: usize, cfg: ConvConfig, relu: bool) -> Result<ConvBnAct> {
+        let conv = Conv2d::load(vb.pp("conv"), in_c, out_c, ConvConfig { bias: false, ..cfg })?;
+        let bn = batch_norm(vb.pp("bn"), out_c)?;
+        Ok(ConvBnAct { conv, bn, relu })
+    }
+
+    /// Builds from separately named conv and bn (torchvision's `conv1`/`bn1`).
+    pub fn load_named(vb: &VarBuilder, conv: &str, bn: &str, in_c: usize, out_c: usize, cfg: ConvConfig, relu: bool) -> Result<ConvBnAct> {
+        let conv = Conv2d::load(vb.pp(conv), in_c, out_c, ConvConfig { bias: false, ..cfg })?;
+        let bn = batch_norm(vb.pp(bn), out_c)?;
+        Ok(ConvBnAct { conv, bn, relu })
+    }
+}
+
+impl ModuleT for ConvBnAct {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        if self.relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::blocks::testing::{det_tensor, gradcheck};
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn same_output_as_candle_and_trains_at_mixed_parity() -> Result<()> {
+        // 7x8 input, stride 2: candle's own backward fails on this shape
+        let x = det_tensor(&[1, 2, 7, 8], 1);
+        let w = det_tensor(&[3, 2, 3, 3], 2);
+        for (pad, stride, dil) in [(1, 2, 1), (0, 2, 1), (2, 2, 2), (1, 3, 1), (3, 2, 1), (0, 1, 1)] {
+            let cfg = ConvConfig { kernel: 3, stride, padding: pad, dilation: dil, bias: false };
+            let want = x.conv2d(&w, pad, stride, dil, 1)?;
+            let got = conv2d(&x, &w, None, &cfg)?;
+            assert_eq!(got.dims(), want.dims(), "{cfg:?}");
+            let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(diff < 1e-12, "{cfg:?}: {diff}");
+            let t = det_tensor(want.dims(), 3);
+            assert!(gradcheck(&x, |x| (conv2d(x, &w, None, &cfg)? * &t)?.sum_all())? < 1e-6, "{cfg:?}");
+            assert!(gradcheck(&w, |w| (conv2d(&x, w, None, &cfg)? * &t)?.sum_all())? < 1e-6, "{cfg:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn pointwise_on_3d_equals_per_voxel_matmul() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+        let pw = Pointwise::load(vb.clone(), 3, 2, true)?;
+        let x = det_tensor(&[2, 3, 2, 3, 4], 5);
+        let y = pw.forward(&x)?;
+        assert_eq!(y.dims(), &[2, 2, 2, 3, 4]);
+        let w = vb.get((2, 3, 1, 1), "weight")?.reshape((2, 3))?;
+        let b = vb.get(2, "bias")?;
+        let xv = x.narrow(0, 1, 1)?.narrow(2, 1, 1)?.narrow(3, 2, 1)?.narrow(4, 3, 1)?.flatten_all()?;
+        let want = (w.matmul(&xv.unsqueeze(1)?)?.squeeze(1)? + b)?;
+        let got = y.narrow(0, 1, 1)?.narrow(2, 1, 1)?.narrow(3, 2, 1)?.narrow(4, 3, 1)?.flatten_all()?;
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12);
+        Ok(())
+    }
+
+    #[test]
+    fn batch_norm_normalises_tracks_stats_and_has_gradients() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+        let bn = batch_norm(vb.clone(), 2)?;
+        let x = (det_tensor(&[4, 2, 3, 3], 7) * 3.0)?.affine(1.0, 5.0)?;
+        let y = bn.forward_t(&x, true)?;
+        // per-channel mean 0, biased variance 1
+        let yc = y.transpose(0, 1)?.flatten_from(1)?;
+        let m = yc.mean_keepdim(1)?.flatten_all()?.to_vec1::<f64>()?;
+        let v = yc.sqr()?.mean_keepdim(1)?.flatten_all()?.to_vec1::<f64>()?;
+        for c in 0..2 {
+            assert!(m[c].abs() < 1e-9 && (v[c] - 1.0).abs() < 1e-3, "{m:?} {v:?}");
+        }
+        let rm = vb.get(2, "running_mean")?.to_vec1::<f64>()?;
+        let xm = x.transpose(0, 1)?.flatten_from(1)?.mean_keepdim(1)?.flatten_all()?.to_vec1::<f64>()?;
+        for c in 0..2 {
+            assert!((rm[c] - 0.1 * xm[c]).abs() < 1e-9);
+        }
+        // eval mode uses the running statistics, so a single sample is fine
+        let _ = bn.forward_t(&x.narrow(0, 0, 1)?, false)?;
+        let t = det_tensor(&[4, 2, 3, 3], 8);
+        let x0 = det_tensor(&[4, 2, 3, 3], 9);
+        let vm2 = VarMap::new();
+        let bn2 = batch_norm(VarBuilder::from_varmap(&vm2, DType::F64, &Device::Cpu), 2)?;
+        assert!(gradcheck(&x0, |x| (bn2.forward_t(x, true)? * &t)?.sum_all())? < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn conv_bn_act_shapes() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let m = ConvBnAct::load(vb, 3, 8, ConvConfig::same(3, 2, 1, false), true)?;
+        let y = m.forward_t(&Tensor::zeros((2, 3, 9, 10), DType::F32, &Device::Cpu)?, true)?;
+        assert_eq!(y.dims(), &[2, 8, 5, 5]);
+        Ok(())
+    }
+}
