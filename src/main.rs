@@ -61,6 +61,29 @@ enum Cmd {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Data tools: synthetic data sets.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataAction {
+    /// Write a synthetic data set (DICOM + JSON labels): `hip-tha`.
+    Synth {
+        /// Which generator.
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Generator settings (JSON), merged over the defaults.
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,6 +232,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(2)
             }
         },
+        Cmd::Data { action: DataAction::Synth { name, out, count, seed, settings } } => {
+            if name != "hip-tha" {
+                bail!("unknown generator {name:?}; known: hip-tha");
+            }
+            let cfg: ainode::synth::hip_tha::HipSynthConfig = match settings {
+                Some(p) => serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+                    .with_context(|| format!("{}: not valid hip-tha generator settings", p.display()))?,
+                None => Default::default(),
+            };
+            let t = Instant::now();
+            ainode::synth::hip_tha::write_dataset(&cfg, &out, seed, count)?;
+            eprintln!("wrote {count} cases to {} in {:.1} s", out.display(), t.elapsed().as_secs_f64());
+            Ok(0)
+        }
         Cmd::Serve => {
             let cfg = load()?;
             runtime()?.block_on(ainode::node::serve(cfg))?;

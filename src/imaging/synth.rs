@@ -159,6 +159,100 @@ pub fn enhanced_ct(series: &SynthSeries, sop_instance_uid: &str, frames: &[Synth
     with_meta(o)
 }
 
+pub const DX_FOR_PRESENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.1.1";
+
+/// Identity and acquisition facts of a synthetic projection radiograph.
+#[derive(Debug, Clone)]
+pub struct SynthRadiograph {
+    pub patient_name: String,
+    pub patient_id: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub sop_instance_uid: String,
+    pub rows: usize,
+    pub cols: usize,
+    /// `[row_mm, col_mm]` at the detector.
+    pub imager_pixel_spacing: [f64; 2],
+    pub bits_stored: u16,
+    /// e.g. "PELVIS".
+    pub body_part: String,
+    /// Anatomic Region Sequence item: (code value, scheme, meaning).
+    pub anatomic_region: (String, String, String),
+    pub view_position: String,
+    /// Row and column directions, e.g. ["L", "F"] for an AP view.
+    pub patient_orientation: [String; 2],
+    pub series_description: String,
+    pub window: (f64, f64),
+}
+
+/// A Digital X-Ray Image (For Presentation) instance, MONOCHROME2, unsigned.
+pub fn dx_image(spec: &SynthRadiograph, stored: &[u16]) -> DefaultDicomObject {
+    assert_eq!(stored.len(), spec.rows * spec.cols, "stored values must be rows x cols");
+    let mut o = InMemDicomObject::new_empty();
+    let text: [(Tag, VR, &str); 24] = [
+        (tags::SOP_CLASS_UID, VR::UI, DX_FOR_PRESENTATION_STORAGE),
+        (tags::SOP_INSTANCE_UID, VR::UI, &spec.sop_instance_uid),
+        (tags::STUDY_INSTANCE_UID, VR::UI, &spec.study_instance_uid),
+        (tags::SERIES_INSTANCE_UID, VR::UI, &spec.series_instance_uid),
+        (tags::MODALITY, VR::CS, "DX"),
+        (tags::PATIENT_NAME, VR::PN, &spec.patient_name),
+        (tags::PATIENT_ID, VR::LO, &spec.patient_id),
+        (tags::PATIENT_BIRTH_DATE, VR::DA, ""),
+        (tags::PATIENT_SEX, VR::CS, "O"),
+        (tags::STUDY_DATE, VR::DA, "20260101"),
+        (tags::STUDY_TIME, VR::TM, "120000"),
+        (tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
+        (tags::STUDY_ID, VR::SH, "1"),
+        (tags::ACCESSION_NUMBER, VR::SH, ""),
+        (tags::SERIES_NUMBER, VR::IS, "1"),
+        (tags::INSTANCE_NUMBER, VR::IS, "1"),
+        (tags::SERIES_DESCRIPTION, VR::LO, &spec.series_description),
+        (tags::MANUFACTURER, VR::LO, "ainode synthetic"),
+        (tags::BODY_PART_EXAMINED, VR::CS, &spec.body_part),
+        (tags::VIEW_POSITION, VR::CS, &spec.view_position),
+        (tags::IMAGE_LATERALITY, VR::CS, "B"),
+        (tags::PRESENTATION_INTENT_TYPE, VR::CS, "FOR PRESENTATION"),
+        (tags::PIXEL_INTENSITY_RELATIONSHIP, VR::CS, "LOG"),
+        (tags::PRESENTATION_LUT_SHAPE, VR::CS, "IDENTITY"),
+    ];
+    for (tag, vr, v) in text {
+        put(&mut o, tag, vr, v);
+    }
+    put(&mut o, tags::IMAGE_TYPE, VR::CS, PrimitiveValue::Strs(["DERIVED", "PRIMARY"].iter().map(|s| s.to_string()).collect()));
+    put(&mut o, tags::CONTENT_DATE, VR::DA, "20260101");
+    put(&mut o, tags::CONTENT_TIME, VR::TM, "120000");
+    put(&mut o, tags::BURNED_IN_ANNOTATION, VR::CS, "NO");
+    put(&mut o, tags::PIXEL_INTENSITY_RELATIONSHIP_SIGN, VR::SS, 1i16);
+    put(&mut o, tags::RESCALE_INTERCEPT, VR::DS, "0");
+    put(&mut o, tags::RESCALE_SLOPE, VR::DS, "1");
+    put(&mut o, tags::RESCALE_TYPE, VR::LO, "US");
+    put(&mut o, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
+    put(&mut o, tags::DETECTOR_TYPE, VR::CS, "DIRECT");
+    put(&mut o, tags::PATIENT_ORIENTATION, VR::CS, PrimitiveValue::Strs(spec.patient_orientation.iter().cloned().collect()));
+    put(&mut o, tags::IMAGER_PIXEL_SPACING, VR::DS, ds(&spec.imager_pixel_spacing));
+    put(&mut o, tags::WINDOW_CENTER, VR::DS, fmt_ds(spec.window.0));
+    put(&mut o, tags::WINDOW_WIDTH, VR::DS, fmt_ds(spec.window.1));
+    let (code, scheme, meaning) = &spec.anatomic_region;
+    o.put(seq(
+        tags::ANATOMIC_REGION_SEQUENCE,
+        vec![item(vec![
+            (tags::CODE_VALUE, VR::SH, PrimitiveValue::from(code.as_str())),
+            (tags::CODING_SCHEME_DESIGNATOR, VR::SH, PrimitiveValue::from(scheme.as_str())),
+            (tags::CODE_MEANING, VR::LO, PrimitiveValue::from(meaning.as_str())),
+        ])],
+    ));
+    put(&mut o, tags::SAMPLES_PER_PIXEL, VR::US, 1u16);
+    put(&mut o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    put(&mut o, tags::ROWS, VR::US, spec.rows as u16);
+    put(&mut o, tags::COLUMNS, VR::US, spec.cols as u16);
+    put(&mut o, tags::BITS_ALLOCATED, VR::US, 16u16);
+    put(&mut o, tags::BITS_STORED, VR::US, spec.bits_stored);
+    put(&mut o, tags::HIGH_BIT, VR::US, spec.bits_stored - 1);
+    put(&mut o, tags::PIXEL_REPRESENTATION, VR::US, 0u16);
+    put(&mut o, tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(stored.iter().copied().collect()));
+    with_meta(o)
+}
+
 /// Write an object as a Part 10 file.
 pub fn write(obj: &DefaultDicomObject, path: &Path) -> std::io::Result<()> {
     obj.write_to_file(path).map_err(std::io::Error::other)
