@@ -21,7 +21,7 @@ pub enum DeviceSpec {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeviceError {
-    #[error("--device `{0}`: expected auto, cpu or cuda:N (N = GPU ordinal, e.g. cuda:0)")]
+    #[error("device `{0}`: expected auto, cpu or cuda:N (N = GPU ordinal, e.g. cuda:0)")]
     Syntax(String),
     #[error("{0} requested but this build has no CUDA support (build with --features cuda)")]
     NoCudaSupport(DeviceSpec),

@@ -270,7 +270,8 @@ pub fn train(task: &mut dyn TrainTask, cfg: &TrainConfig, run_dir: &Path, opts: 
             opt.step(&grads, lr)?;
             norm_sum += norm;
             step += 1;
-            bar.set_message(format!("loss {:.4} lr {lr:.2e}", loss_sum / samples as f64));
+            let shown_metric = last_metrics.as_ref().and_then(|m| m.get(&goal.name)).map(|v| format!(", {} {v:.4}", goal.name)).unwrap_or_default();
+            bar.set_message(format!("loss {:.4} lr {lr:.2e}{shown_metric}", loss_sum / samples as f64));
             bar.inc(1);
         }
         bar.finish_and_clear();
