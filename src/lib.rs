@@ -17,3 +17,4 @@ pub mod pipelines;
 pub mod routing;
 pub mod spool;
 pub mod synth;
+pub mod train;

@@ -10,6 +10,11 @@ use ainode::config::Config;
 use ainode::dimse::scu::{Association, ScuOptions};
 use ainode::dimse::{uids, RemoteAe};
 use ainode::jobs::JobQueue;
+use ainode::models::device::DeviceSpec;
+use ainode::models::weights::StorageDtype;
+use ainode::train::commands::{self as train_cmd, EvalCommand, TrainCommand};
+use ainode::train::registry::Registry;
+use ainode::train::EvalSplit;
 use ainode::spool::{Index, StoredInstance};
 
 #[derive(Parser)]
@@ -60,6 +65,66 @@ enum Cmd {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Train a model: checkpoints in OUT.run/, then OUT.safetensors + OUT.json + OUT.md.
+    Train {
+        /// Registered model name.
+        name: String,
+        /// Dataset folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Weights prefix, e.g. weights/NAME.
+        #[arg(long)]
+        out: PathBuf,
+        /// Epochs (default: the model's recipe).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Nominal batch size: samples per optimiser step.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Most samples per forward pass; larger batches accumulate gradients.
+        #[arg(long)]
+        micro_batch: Option<usize>,
+        /// auto, cpu or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceSpec,
+        /// Continue from the checkpoint in the run folder.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run folder (default: OUT.run).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Architecture config (JSON) overriding the model's default.
+        #[arg(long)]
+        model_config: Option<PathBuf>,
+        /// Storage of the exported weights: f32 or f16.
+        #[arg(long, default_value = "f32")]
+        storage: StorageDtype,
+        /// Version recorded in OUT.json.
+        #[arg(long, default_value = "0.1.0")]
+        model_version: String,
+    },
+    /// Evaluate weights on a split; prints the metrics table.
+    Eval {
+        name: String,
+        #[arg(long)]
+        data: PathBuf,
+        /// train, val or test.
+        #[arg(long, default_value = "test")]
+        split: EvalSplit,
+        /// Weights prefix (default: weights/NAME).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value = "auto")]
+        device: DeviceSpec,
+        /// Seed of the validation carve-out (for --split val).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Also write the metrics as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Data tools: synthetic data sets.
     Data {
@@ -301,6 +366,39 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             };
             println!("wrote {} (SOP Class {}, SOP Instance {}): {}", w.path.display(), w.sop_class_uid, w.sop_instance_uid, w.detail);
+            Ok(0)
+        }
+        Cmd::Train { name, data, out, epochs, batch, micro_batch, device, resume, seed, run_dir, model_config, storage, model_version } => {
+            let cmd = TrainCommand {
+                name,
+                data,
+                out,
+                epochs,
+                batch,
+                micro_batch,
+                seed,
+                device,
+                resume,
+                run_dir,
+                config: model_config,
+                storage,
+                model_version,
+                stop_after: None,
+                progress: None,
+            };
+            let outcome = train_cmd::train_command(&Registry::builtin(), &cmd)?;
+            if let Some(m) = &outcome.test_metrics {
+                print!("{m}");
+            }
+            match &outcome.weights {
+                Some(p) => println!("wrote {}, {}, {}", p.tensors.display(), p.meta.display(), p.card.display()),
+                None => println!("stopped after epoch {}", outcome.summary.epochs_done),
+            }
+            Ok(0)
+        }
+        Cmd::Eval { name, data, split, weights, device, seed, json } => {
+            let metrics = train_cmd::eval_command(&Registry::builtin(), &EvalCommand { name, data, split, weights, device, seed, json })?;
+            print!("{metrics}");
             Ok(0)
         }
         Cmd::Jobs { json, action } => {

@@ -2,3 +2,5 @@
 //! analyses share (MODELS.md); each network file will use them.
 
 pub mod blocks;
+pub mod device;
+pub mod weights;

@@ -1,0 +1,20 @@
+//! Training and evaluation harness shared by the five analyses (MODELS.md):
+//! the `TrainTask` a model implements, the trainer loop (AdamW, warm-up +
+//! cosine schedule, clipping, gradient accumulation, validation, best kept,
+//! checkpoint + resume, progress bar, JSON-lines log), metrics, the model
+//! registry and the `train` / `eval` commands.
+
+pub mod checkpoint;
+pub mod commands;
+pub mod metrics;
+pub mod optim;
+pub mod registry;
+pub mod task;
+pub mod trainer;
+
+#[cfg(test)]
+pub mod toy;
+
+pub use metrics::Metrics;
+pub use task::{EvalSplit, MetricGoal, StepContext, StepLoss, TrainTask};
+pub use trainer::{train, RunOptions, TrainConfig, TrainSummary};

@@ -1,0 +1,208 @@
+//! What a model provides to be trained and evaluated (`TrainTask`), and the
+//! small types the trainer and the task exchange.
+//!
+//! The trainer owns the loop (order, batching, accumulation, clipping,
+//! schedule, optimiser, checkpoints, logs); the task owns everything
+//! model-specific: its data, preprocessing and augmentation, the forward
+//! pass, the loss and the evaluation. One trait covers the five analyses
+//! because they differ only in what a step computes and what is measured:
+//! a landmark net returns BCE + MAE, Mask R-CNN the sum of its three heads'
+//! losses, SSD its matched CE + smooth L1, the U-Net focal + Dice, PSPNet
+//! CE + Dice; each reports its parts for the log through `StepLoss`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Tensor;
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::metrics::Metrics;
+use super::trainer::TrainConfig;
+
+/// Which part of the data an evaluation runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    Train,
+    /// The validation carve-out of the training split (model selection).
+    Val,
+    Test,
+}
+
+impl fmt::Display for EvalSplit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EvalSplit::Train => "train",
+            EvalSplit::Val => "val",
+            EvalSplit::Test => "test",
+        })
+    }
+}
+
+impl FromStr for EvalSplit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "train" => Ok(EvalSplit::Train),
+            "val" | "validation" => Ok(EvalSplit::Val),
+            "test" => Ok(EvalSplit::Test),
+            _ => Err(format!("split `{s}`: expected train, val or test")),
+        }
+    }
+}
+
+/// The validation metric that selects the kept weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricGoal {
+    /// A name in `Metrics::summary` (e.g. `dice.mean`, `mre_mm`, `loss`).
+    pub name: String,
+    pub higher_is_better: bool,
+}
+
+impl MetricGoal {
+    pub fn higher(name: &str) -> Self {
+        MetricGoal { name: name.into(), higher_is_better: true }
+    }
+
+    pub fn lower(name: &str) -> Self {
+        MetricGoal { name: name.into(), higher_is_better: false }
+    }
+
+    /// Whether `value` is strictly better than `best` (a first finite value
+    /// always is; NaN never is, so a diverged epoch is never kept).
+    pub fn improves(&self, value: f64, best: Option<f64>) -> bool {
+        if !value.is_finite() {
+            return false;
+        }
+        match best {
+            None => true,
+            Some(b) if self.higher_is_better => value > b,
+            Some(b) => value < b,
+        }
+    }
+}
+
+/// What `train_step` returns: the scalar loss to differentiate (mean over
+/// the step's samples, so that the trainer can weight micro-batches by their
+/// size), and named parts for the log (detached, scalars).
+pub struct StepLoss {
+    pub total: Tensor,
+    pub parts: Vec<(String, Tensor)>,
+}
+
+impl StepLoss {
+    pub fn new(total: Tensor) -> Self {
+        StepLoss { total, parts: Vec::new() }
+    }
+
+    /// Adds a named part (e.g. "bce", "mae"); it is detached here.
+    pub fn with_part(mut self, name: &str, part: &Tensor) -> Self {
+        self.parts.push((name.to_string(), part.detach()));
+        self
+    }
+}
+
+/// Where in the run a training step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepContext {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// 0-based optimiser step (micro-batches of one step share it).
+    pub step: usize,
+    /// The run's seed: with `epoch` and the sample index it seeds the
+    /// augmentation of that sample, so a resumed run sees the same data.
+    pub seed: u64,
+}
+
+/// What the weights file records about the network.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelDescription {
+    /// The network's config struct as JSON (loading compares it field by field).
+    pub architecture: Value,
+    pub class_names: Vec<String>,
+    pub landmark_names: Vec<String>,
+    /// Constants inference must repeat (spacing, window, normalisation, input size).
+    pub preprocessing: Value,
+    /// One paragraph for the model card (which MODELS.md analysis, which part).
+    pub summary: String,
+}
+
+/// What the model card and the checkpoint record about the data.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DataDescription {
+    /// Dataset name and folder.
+    pub source: String,
+    /// How train / val / test were formed.
+    pub split: String,
+    /// Samples per split.
+    pub counts: Vec<(String, usize)>,
+    /// Licence of the training data (from the dataset's README).
+    pub licence: String,
+    /// `weights::training_data_hash` of the training files.
+    pub hash: String,
+}
+
+/// A model with its data, ready to be trained by `trainer::train` and
+/// evaluated by `ainode eval`. Built by a registry constructor
+/// (`registry::TaskOptions`).
+pub trait TrainTask {
+    /// Registry name (`ainode train NAME`), also the weights' file name.
+    fn name(&self) -> &str;
+
+    /// All variables of the network, trainable or not (batch-norm running
+    /// statistics live here too; the optimiser skips what has no gradient).
+    fn varmap(&self) -> &VarMap;
+
+    /// Number of training samples; `train_step` receives indices in `0..num_train()`.
+    fn num_train(&self) -> usize;
+
+    /// Forward pass in training mode on the samples `samples` (augmented
+    /// deterministically from `ctx.seed`, `ctx.epoch` and the index) and the
+    /// loss, averaged over those samples. The trainer calls `backward`.
+    fn train_step(&mut self, samples: &[usize], ctx: &StepContext) -> anyhow::Result<StepLoss>;
+
+    /// Evaluation in inference mode on a split: the task's metrics
+    /// (MODELS.md), including the primary metric on `EvalSplit::Val`.
+    fn evaluate(&mut self, split: EvalSplit) -> anyhow::Result<Metrics>;
+
+    /// The validation metric that picks the kept weights.
+    fn primary_metric(&self) -> MetricGoal;
+
+    fn describe(&self) -> ModelDescription;
+
+    fn data(&self) -> DataDescription;
+
+    /// The model's training recipe (batch size, lr, epochs...); the command
+    /// line overrides parts of it.
+    fn train_defaults(&self) -> TrainConfig {
+        TrainConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_goal_direction_and_nan() {
+        let hi = MetricGoal::higher("dice.mean");
+        assert!(hi.improves(0.5, None));
+        assert!(hi.improves(0.6, Some(0.5)));
+        assert!(!hi.improves(0.5, Some(0.5)));
+        assert!(!hi.improves(f64::NAN, None));
+        let lo = MetricGoal::lower("loss");
+        assert!(lo.improves(0.4, Some(0.5)));
+        assert!(!lo.improves(0.6, Some(0.5)));
+        assert!(!lo.improves(f64::INFINITY, None));
+    }
+
+    #[test]
+    fn split_names() {
+        for s in [EvalSplit::Train, EvalSplit::Val, EvalSplit::Test] {
+            assert_eq!(s.to_string().parse::<EvalSplit>(), Ok(s));
+        }
+        assert!("dev".parse::<EvalSplit>().unwrap_err().contains("`dev`"));
+    }
+}
