@@ -7,11 +7,16 @@
 //! only with ops whose gradients candle computes, and every one has a
 //! finite-difference gradient test (`testing::gradcheck`).
 
+pub mod anchors;
+pub mod boxes;
 pub mod conv3d;
 pub mod losses;
 pub mod norm;
 pub mod pool;
 pub mod resize;
+pub mod roi_align;
+pub mod rpn;
+pub mod ssd_loss;
 
 #[cfg(test)]
 pub mod testing;
