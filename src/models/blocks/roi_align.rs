@@ -137,6 +137,24 @@ pub fn roi_align(features: &Tensor, rois: &Tensor, cfg: &RoiAlignConfig) -> Resu
     stack_regions(outs, features, cfg)
 }
 
+/// Regions (K, 5) [batch_index, x1, y1, x2, y2] from per-image (K_i, 4)
+/// boxes (e.g. RPN proposals), in image order, in the boxes' dtype.
+pub fn rois_from_boxes(boxes_per_image: &[Tensor]) -> Result<Tensor> {
+    let mut parts = Vec::with_capacity(boxes_per_image.len());
+    for (i, b) in boxes_per_image.iter().enumerate() {
+        let (k, four) = b.dims2()?;
+        if four != 4 {
+            candle_core::bail!("rois_from_boxes: image {i} has boxes of shape {:?}, expected (K, 4)", b.dims());
+        }
+        let index = Tensor::full(i as f32, (k, 1), b.device())?.to_dtype(b.dtype())?;
+        parts.push(Tensor::cat(&[&index, b], 1)?);
+    }
+    if parts.is_empty() {
+        candle_core::bail!("rois_from_boxes: no images");
+    }
+    Tensor::cat(&parts, 0)
+}
+
 /// Pyramid level assignment of Feature Pyramid Networks (Lin et al. 2017,
 /// eq. 1): k = floor(k0 + log2(√(wh) / s0)), clamped to the available levels.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -474,6 +492,8 @@ mod tests {
         let firsts: Vec<f32> = (0..4).map(|k| out.get(k)?.flatten_all()?.to_vec1::<f32>().map(|v| v[0])).collect::<Result<_>>()?;
         assert_eq!(firsts, vec![4.0, 2.0, 4.0, 3.0]);
         assert!(multiscale_roi_align(&feats[..3], &rois, &cfg).is_err());
+        let r = rois_from_boxes(&[boxes_tensor(&[[1., 2., 3., 4.]], &Device::Cpu)?, boxes_tensor(&[[5., 6., 7., 8.], [9., 10., 11., 12.]], &Device::Cpu)?])?;
+        assert_eq!(r.to_vec2::<f32>()?, vec![vec![0., 1., 2., 3., 4.], vec![1., 5., 6., 7., 8.], vec![1., 9., 10., 11., 12.]]);
         Ok(())
     }
 

@@ -409,8 +409,11 @@ mod tests {
         let row = 3 * (y * 16 + x) + a;
         let want = o0.get(1)?.get(a)?.get(y)?.get(x)?.to_scalar::<f32>()?;
         assert_eq!(out.objectness.get(1)?.get(row)?.to_scalar::<f32>()?, want);
-        let want_d = d0.get(1)?.get(4 * a + 3)?.get(y)?.get(x)?.to_scalar::<f32>()?;
-        assert_eq!(out.deltas.get(1)?.get(row)?.get(3)?.to_scalar::<f32>()?, want_d);
+        // deltas: channel 4a + k; (a 1, k 2) tells the (A, 4) split from a (4, A) one
+        let (a, k) = (1, 2);
+        let row = 3 * (y * 16 + x) + a;
+        let want_d = d0.get(1)?.get(4 * a + k)?.get(y)?.get(x)?.to_scalar::<f32>()?;
+        assert_eq!(out.deltas.get(1)?.get(row)?.get(k)?.to_scalar::<f32>()?, want_d);
 
         let anchors = acfg.anchors(&grids, &dev)?;
         let cfg = RpnConfig { pre_nms_top_n_test: 10, post_nms_top_n_test: 20, ..RpnConfig::default() };
