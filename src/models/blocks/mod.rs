@@ -14,7 +14,9 @@ pub mod losses;
 pub mod norm;
 pub mod pool;
 pub mod resize;
+pub mod postprocess;
 pub mod roi_align;
+pub mod roi_loss;
 pub mod rpn;
 pub mod ssd_loss;
 
