@@ -5,12 +5,12 @@
 //! Bilinear sampling and the bin average are separable in y and x, so one
 //! region's output is Wy · F · Wxᵀ, where Wy (out_h × rows) and Wx (out_w ×
 //! cols) hold the bilinear weights of the four neighbours of every sample
-//! (divided by the sample count) and F is the block of feature rows/columns
-//! those neighbours span. The weights are computed on the CPU and enter as
-//! constants; F is a slice of the feature map, so candle's autograd carries
-//! the gradient to the features (not to the boxes, as in torchvision). This
-//! form needs O(C · rows · cols) memory per region instead of
-//! O(C · samples · 4) for a gather of every neighbour.
+//! (divided by the sample count) and F is the block of feature pixels those
+//! neighbours span, gathered with `index_select`. The weights are computed on
+//! the CPU and enter as constants, so candle's autograd carries the gradient
+//! to the features (not to the boxes, as in torchvision). The block needs
+//! O(C · rows · cols) memory per region instead of O(C · samples · 4) for a
+//! gather of every neighbour separately.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -77,10 +77,19 @@ fn axis_weights(start: f64, size: f64, out: usize, grid: usize, n: usize) -> Axi
     AxisWeights { first, span, weights }
 }
 
-/// RoIAlign of one region of image `batch` of `features` (N, C, H, W) for a
-/// box in input pixels; returns (C, out_h, out_w).
-fn align_one(features: &Tensor, batch: usize, b: [f64; 4], scale: f64, cfg: &RoiAlignConfig) -> Result<Tensor> {
-    let (n, _c, h, w) = features.dims4()?;
+/// One region's sampling plan: which feature map and image it reads, and
+/// its bilinear weights along y and x.
+struct Region {
+    map: usize,
+    batch: usize,
+    ay: AxisWeights,
+    ax: AxisWeights,
+}
+
+/// Plans RoIAlign of a box (input pixels) on image `batch` of a map of
+/// shape (N, C, H, W) at `scale`.
+fn plan_region(dims: &[usize], map: usize, batch: usize, b: [f64; 4], scale: f64, cfg: &RoiAlignConfig) -> Result<Region> {
+    let (n, h, w) = (dims[0], dims[2], dims[3]);
     if batch >= n {
         candle_core::bail!("roi_align: region refers to image {batch} but the feature map holds {n}");
     }
@@ -94,14 +103,83 @@ fn align_one(features: &Tensor, batch: usize, b: [f64; 4], scale: f64, cfg: &Roi
     }
     let (oh, ow) = cfg.output_size;
     let grid = |size: f64, out: usize| if cfg.sampling_ratio > 0 { cfg.sampling_ratio } else { ((size / out as f64).ceil() as usize).max(1) };
-    let ay = axis_weights(y1, rh, oh, grid(rh, oh), h);
-    let ax = axis_weights(x1, rw, ow, grid(rw, ow), w);
-    let (dtype, device) = (features.dtype(), features.device());
-    let wy = Tensor::from_vec(ay.weights, (oh, ay.span), device)?.to_dtype(dtype)?;
-    // Wxᵀ: (cols, out_w)
-    let wx = Tensor::from_vec(ax.weights, (ow, ax.span), device)?.to_dtype(dtype)?.t()?.contiguous()?;
-    let block = features.get(batch)?.narrow(1, ay.first, ay.span)?.narrow(2, ax.first, ax.span)?.contiguous()?;
-    wy.broadcast_matmul(&block)?.broadcast_matmul(&wx)
+    Ok(Region { map, batch, ay: axis_weights(y1, rh, oh, grid(rh, oh), h), ax: axis_weights(x1, rw, ow, grid(rw, ow), w) })
+}
+
+/// Pools `regions` (K) from `maps` into (K, C, out_h, out_w), rows in the
+/// order of `regions`. Regions are grouped by map and by block size (rounded
+/// up to powers of two, so padding costs at most 4x); each group is one
+/// `index_select` of its blocks' pixels from the map laid out as (N·H·W, C),
+/// padded with zero-weight repeats, then two batched products with the
+/// weights. A handful of graph nodes in all: the backward pass scatters into
+/// each map once instead of once per region.
+fn pool_regions(maps: &[Tensor], regions: &[Region], cfg: &RoiAlignConfig) -> Result<Tensor> {
+    let (oh, ow) = cfg.output_size;
+    let c = maps[0].dims()[1];
+    let (dtype, device) = (maps[0].dtype(), maps[0].device());
+    if regions.is_empty() {
+        return Tensor::zeros((0, c, oh, ow), dtype, device);
+    }
+    let mut groups: std::collections::BTreeMap<(usize, usize, usize), Vec<usize>> = Default::default();
+    for (k, r) in regions.iter().enumerate() {
+        groups.entry((r.map, r.ay.span.next_power_of_two(), r.ax.span.next_power_of_two())).or_default().push(k);
+    }
+    let mut pixel_rows: Vec<Option<Tensor>> = vec![None; maps.len()];
+    let mut outputs = Vec::with_capacity(groups.len());
+    let mut order: Vec<usize> = Vec::with_capacity(regions.len());
+    for ((map, _, _), members) in groups {
+        let (n, mc, h, w) = maps[map].dims4()?;
+        if mc != c {
+            candle_core::bail!("roi_align: feature map {map} has {mc} channels, map 0 has {c}");
+        }
+        if pixel_rows[map].is_none() {
+            pixel_rows[map] = Some(maps[map].permute((0, 2, 3, 1))?.reshape((n * h * w, c))?);
+        }
+        let rows = pixel_rows[map].as_ref().expect("just set");
+        let ny = members.iter().map(|&k| regions[k].ay.span).max().expect("non-empty group");
+        let nx = members.iter().map(|&k| regions[k].ax.span).max().expect("non-empty group");
+        let kk = members.len();
+        let mut index = Vec::with_capacity(kk * ny * nx);
+        let mut wy = vec![0f64; kk * oh * ny];
+        let mut wxt = vec![0f64; kk * nx * ow];
+        for (g, &k) in members.iter().enumerate() {
+            let r = &regions[k];
+            for i in 0..ny {
+                // padding repeats the last row/column; its weight is zero
+                let y = r.ay.first + i.min(r.ay.span - 1);
+                for j in 0..nx {
+                    let x = r.ax.first + j.min(r.ax.span - 1);
+                    index.push(((r.batch * h + y) * w + x) as u32);
+                }
+            }
+            for p in 0..oh {
+                for i in 0..r.ay.span {
+                    wy[(g * oh + p) * ny + i] = r.ay.weights[p * r.ay.span + i];
+                }
+            }
+            for j in 0..r.ax.span {
+                for q in 0..ow {
+                    wxt[(g * nx + j) * ow + q] = r.ax.weights[q * r.ax.span + j];
+                }
+            }
+        }
+        let index = Tensor::from_vec(index, kk * ny * nx, device)?;
+        let blocks = rows.index_select(&index, 0)?.reshape((kk, ny, nx, c))?.permute((0, 3, 1, 2))?.contiguous()?;
+        let wy = Tensor::from_vec(wy, (kk, 1, oh, ny), device)?.to_dtype(dtype)?;
+        let wxt = Tensor::from_vec(wxt, (kk, 1, nx, ow), device)?.to_dtype(dtype)?;
+        outputs.push(wy.broadcast_matmul(&blocks)?.broadcast_matmul(&wxt)?);
+        order.extend(members);
+    }
+    let pooled = Tensor::cat(&outputs, 0)?;
+    if order.iter().enumerate().all(|(i, &k)| i == k) {
+        return Ok(pooled);
+    }
+    // back to the input order: output row k sits at position inverse[k]
+    let mut inverse = vec![0u32; order.len()];
+    for (pos, &k) in order.iter().enumerate() {
+        inverse[k] = pos as u32;
+    }
+    pooled.index_select(&Tensor::from_vec(inverse, regions.len(), device)?, 0)
 }
 
 /// Parses (K, 5) regions [batch_index, x1, y1, x2, y2].
@@ -121,20 +199,14 @@ fn region_rows(rois: &Tensor) -> Result<Vec<(usize, [f64; 4])>> {
         .collect()
 }
 
-fn stack_regions(outs: Vec<Tensor>, features: &Tensor, cfg: &RoiAlignConfig) -> Result<Tensor> {
-    if outs.is_empty() {
-        let c = features.dims()[1];
-        return Tensor::zeros((0, c, cfg.output_size.0, cfg.output_size.1), features.dtype(), features.device());
-    }
-    Tensor::stack(&outs, 0)
-}
-
 /// RoIAlign of (N, C, H, W) features for regions (K, 5) [batch, x1, y1, x2,
 /// y2] in input pixels; returns (K, C, out_h, out_w), differentiable with
 /// respect to the features.
 pub fn roi_align(features: &Tensor, rois: &Tensor, cfg: &RoiAlignConfig) -> Result<Tensor> {
-    let outs = region_rows(rois)?.into_iter().map(|(b, r)| align_one(features, b, r, cfg.spatial_scale, cfg)).collect::<Result<Vec<_>>>()?;
-    stack_regions(outs, features, cfg)
+    let dims = features.dims4()?;
+    let dims = [dims.0, dims.1, dims.2, dims.3];
+    let regions = region_rows(rois)?.into_iter().map(|(b, r)| plan_region(&dims, 0, b, r, cfg.spatial_scale, cfg)).collect::<Result<Vec<_>>>()?;
+    pool_regions(std::slice::from_ref(features), &regions, cfg)
 }
 
 /// Regions (K, 5) [batch_index, x1, y1, x2, y2] from per-image (K_i, 4)
@@ -193,15 +265,16 @@ pub fn multiscale_roi_align(features: &[Tensor], rois: &Tensor, cfg: &MultiScale
     if features.len() != levels {
         candle_core::bail!("multiscale roi_align: levels {}..={} need {levels} feature maps, got {}", cfg.min_level, cfg.max_level, features.len());
     }
-    let outs = region_rows(rois)?
+    let regions = region_rows(rois)?
         .into_iter()
         .map(|(b, r)| {
             let level = cfg.level_of(&r);
             let scale = 0.5f64.powi(level as i32);
-            align_one(&features[level - cfg.min_level], b, r, scale, &cfg.roi)
+            let map = level - cfg.min_level;
+            plan_region(features[map].dims(), map, b, r, scale, &cfg.roi)
         })
         .collect::<Result<Vec<_>>>()?;
-    stack_regions(outs, &features[0], &cfg.roi)
+    pool_regions(features, &regions, &cfg.roi)
 }
 
 /// Sampling and target parameters of the Mask R-CNN ROI heads (torchvision defaults).
@@ -313,18 +386,11 @@ pub fn roi_head_targets(proposals: &Tensor, gt: &Annotations, gt_masks: Option<&
             }
             let mask_cfg = RoiAlignConfig { output_size: (m, m), spatial_scale: 1.0, sampling_ratio: cfg.mask_sampling_ratio, aligned: true };
             let planes = masks.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.unsqueeze(1)?; // (G, 1, H, W)
-            let outs = positive_rows
+            let regions = positive_rows
                 .iter()
-                .map(|&k| {
-                    let b = sampled[k].map(|v| v as f64);
-                    align_one(&planes, matched_gt[k].unwrap(), b, 1.0, &mask_cfg)?.squeeze(0)?.ge(cfg.mask_threshold)?.to_dtype(DType::F32)
-                })
+                .map(|&k| plan_region(planes.dims(), 0, matched_gt[k].unwrap(), sampled[k].map(|v| v as f64), 1.0, &mask_cfg))
                 .collect::<Result<Vec<_>>>()?;
-            if outs.is_empty() {
-                Tensor::zeros((0, m, m), DType::F32, device)?
-            } else {
-                Tensor::stack(&outs, 0)?.to_device(device)?
-            }
+            pool_regions(&[planes], &regions, &mask_cfg)?.squeeze(1)?.ge(cfg.mask_threshold)?.to_dtype(DType::F32)?.to_device(device)?
         }
     };
     Ok(RoiTargets {
@@ -454,6 +520,20 @@ mod tests {
         assert!(roi_align(&f, &Tensor::new(&[[1f64, 0., 0., 1., 1.]], &Device::Cpu)?, &cfg).is_err());
         let none = roi_align(&f, &Tensor::zeros((0, 5), DType::F64, &Device::Cpu)?, &cfg)?;
         assert_eq!(none.dims(), &[0, 1, 1, 1]);
+        Ok(())
+    }
+
+    #[test]
+    fn batched_regions_equal_single_regions() -> Result<()> {
+        // regions of different block sizes land in different gather groups; rows keep the input order
+        let f = det_tensor(&[2, 3, 12, 14], 85);
+        let rows = [[1f64, 0.3, 0.2, 13.0, 11.5], [0., 2., 3., 4., 5.], [1., 5.5, 1.1, 9.9, 3.3], [0., -3., -2., 20., 18.], [0., 6., 6., 6.5, 6.5]];
+        let cfg = RoiAlignConfig { output_size: (3, 4), sampling_ratio: 0, ..RoiAlignConfig::default() };
+        let all = roi_align(&f, &Tensor::new(&rows, &Device::Cpu)?, &cfg)?;
+        for (k, r) in rows.iter().enumerate() {
+            let one = roi_align(&f, &Tensor::new(&[*r], &Device::Cpu)?, &cfg)?;
+            assert!((all.get(k)? - one.get(0)?)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12, "region {k}");
+        }
         Ok(())
     }
 
