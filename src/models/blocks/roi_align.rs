@@ -108,11 +108,12 @@ fn plan_region(dims: &[usize], map: usize, batch: usize, b: [f64; 4], scale: f64
 
 /// Pools `regions` (K) from `maps` into (K, C, out_h, out_w), rows in the
 /// order of `regions`. Regions are grouped by map and by block size (rounded
-/// up to powers of two, so padding costs at most 4x); each group is one
-/// `index_select` of its blocks' pixels from the map laid out as (N·H·W, C),
-/// padded with zero-weight repeats, then two batched products with the
-/// weights. A handful of graph nodes in all: the backward pass scatters into
-/// each map once instead of once per region.
+/// up to a multiple of 4 pixels); each group is one `index_select` of its
+/// blocks' pixels from the map laid out as (N·H·W, C), padded with
+/// zero-weight repeats, giving (K, rows, cols, C), then two batched products:
+/// Wy over rows, then Wx over columns, with C kept innermost so that no large
+/// transpose is needed. A handful of graph nodes in all: the backward pass
+/// scatters into each map once instead of once per region.
 fn pool_regions(maps: &[Tensor], regions: &[Region], cfg: &RoiAlignConfig) -> Result<Tensor> {
     let (oh, ow) = cfg.output_size;
     let c = maps[0].dims()[1];
@@ -122,7 +123,7 @@ fn pool_regions(maps: &[Tensor], regions: &[Region], cfg: &RoiAlignConfig) -> Re
     }
     let mut groups: std::collections::BTreeMap<(usize, usize, usize), Vec<usize>> = Default::default();
     for (k, r) in regions.iter().enumerate() {
-        groups.entry((r.map, r.ay.span.next_power_of_two(), r.ax.span.next_power_of_two())).or_default().push(k);
+        groups.entry((r.map, r.ay.span.div_ceil(4), r.ax.span.div_ceil(4))).or_default().push(k);
     }
     let mut pixel_rows: Vec<Option<Tensor>> = vec![None; maps.len()];
     let mut outputs = Vec::with_capacity(groups.len());
@@ -141,7 +142,7 @@ fn pool_regions(maps: &[Tensor], regions: &[Region], cfg: &RoiAlignConfig) -> Re
         let kk = members.len();
         let mut index = Vec::with_capacity(kk * ny * nx);
         let mut wy = vec![0f64; kk * oh * ny];
-        let mut wxt = vec![0f64; kk * nx * ow];
+        let mut wx = vec![0f64; kk * ow * nx];
         for (g, &k) in members.iter().enumerate() {
             let r = &regions[k];
             for i in 0..ny {
@@ -157,17 +158,19 @@ fn pool_regions(maps: &[Tensor], regions: &[Region], cfg: &RoiAlignConfig) -> Re
                     wy[(g * oh + p) * ny + i] = r.ay.weights[p * r.ay.span + i];
                 }
             }
-            for j in 0..r.ax.span {
-                for q in 0..ow {
-                    wxt[(g * nx + j) * ow + q] = r.ax.weights[q * r.ax.span + j];
+            for q in 0..ow {
+                for j in 0..r.ax.span {
+                    wx[(g * ow + q) * nx + j] = r.ax.weights[q * r.ax.span + j];
                 }
             }
         }
         let index = Tensor::from_vec(index, kk * ny * nx, device)?;
-        let blocks = rows.index_select(&index, 0)?.reshape((kk, ny, nx, c))?.permute((0, 3, 1, 2))?.contiguous()?;
-        let wy = Tensor::from_vec(wy, (kk, 1, oh, ny), device)?.to_dtype(dtype)?;
-        let wxt = Tensor::from_vec(wxt, (kk, 1, nx, ow), device)?.to_dtype(dtype)?;
-        outputs.push(wy.broadcast_matmul(&blocks)?.broadcast_matmul(&wxt)?);
+        let blocks = rows.index_select(&index, 0)?.reshape((kk, ny, nx * c))?;
+        let wy = Tensor::from_vec(wy, (kk, oh, ny), device)?.to_dtype(dtype)?;
+        let wx = Tensor::from_vec(wx, (kk, 1, ow, nx), device)?.to_dtype(dtype)?;
+        let along_y = wy.matmul(&blocks)?.reshape((kk, oh, nx, c))?; // (K, out_h, cols, C)
+        let pooled = wx.broadcast_matmul(&along_y)?; // (K, out_h, out_w, C)
+        outputs.push(pooled.permute((0, 3, 1, 2))?.contiguous()?);
         order.extend(members);
     }
     let pooled = Tensor::cat(&outputs, 0)?;
