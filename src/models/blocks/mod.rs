@@ -8,7 +8,9 @@
 //! finite-difference gradient test (`testing::gradcheck`). conv2d backward
 //! with stride > 1 breaks on mixed-parity maps: use `conv::conv2d`/`Conv2d`.
 
+pub mod anchors;
 pub mod attention;
+pub mod boxes;
 pub mod conv;
 pub mod conv3d;
 pub mod fpn;
@@ -16,9 +18,14 @@ pub mod losses;
 pub mod mhsa;
 pub mod norm;
 pub mod pool;
+pub mod postprocess;
 pub mod psp;
 pub mod resize;
 pub mod resnet;
+pub mod roi_align;
+pub mod roi_loss;
+pub mod rpn;
+pub mod ssd_loss;
 pub mod vgg;
 
 #[cfg(test)]
