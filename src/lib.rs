@@ -16,3 +16,4 @@ pub mod part10;
 pub mod pipelines;
 pub mod routing;
 pub mod spool;
+pub mod train;

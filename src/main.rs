@@ -56,6 +56,11 @@ enum Cmd {
         #[command(subcommand)]
         what: EncodeCmd,
     },
+    /// Training-data tools.
+    Data {
+        #[command(subcommand)]
+        action: DataCmd,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -157,6 +162,29 @@ fn parse_rescale(s: &str) -> anyhow::Result<(f64, f64, String)> {
         [a, b] | [a, b, _] => Ok((a.parse()?, b.parse()?, parts.get(2).unwrap_or(&"US").to_string())),
         _ => bail!("--rescale: expected SLOPE,INTERCEPT[,TYPE]"),
     }
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// K-means over intensity histograms of every image / DICOM file under
+    /// DATA, with the separation DP per k (cephalometric source, S21).
+    Cluster {
+        #[arg(long)]
+        data: PathBuf,
+        /// One k (default: the range 2..8).
+        #[arg(long, conflicts_with = "k_range")]
+        k: Option<usize>,
+        /// Inclusive range of k to try, LO..HI; the largest DP is chosen.
+        #[arg(long)]
+        k_range: Option<ainode::train::data::cluster::KChoice>,
+        #[arg(long, default_value_t = 64)]
+        bins: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +292,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             };
             println!("wrote {} (SOP Class {}, SOP Instance {}): {}", w.path.display(), w.sop_class_uid, w.sop_instance_uid, w.detail);
+            Ok(0)
+        }
+        Cmd::Data { action: DataCmd::Cluster { data, k, k_range, bins, seed, json } } => {
+            use ainode::train::data::cluster::{cluster_folder, ClusterConfig, KChoice};
+            let mut cfg = ClusterConfig { bins, seed, ..Default::default() };
+            if let Some(k) = k {
+                cfg.k = KChoice::Fixed(k);
+            } else if let Some(r) = k_range {
+                cfg.k = r;
+            }
+            let report = cluster_folder(&data, &cfg)?;
+            print!("{}", report.to_text());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+            }
             Ok(0)
         }
         Cmd::Jobs { json, action } => {
