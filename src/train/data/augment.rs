@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::Result;
-use super::resample::{apply_taps, axis_taps, gaussian_taps, resample_image, resample_labels, AxisMap, Filter, Taps};
+use super::resample::{apply_taps, gaussian_taps, resample_image, resample_labels, AxisMap, Filter, Taps};
 use super::rng::Rng;
 use super::sample::{Image, Sample};
 

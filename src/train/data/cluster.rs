@@ -299,7 +299,8 @@ pub fn cluster_folder(data: &Path, cfg: &ClusterConfig) -> Result<ClusterReport>
             ClusterInfo { cluster: c, size: members.len(), members, centre: km.centres[c].clone() }
         })
         .collect();
-    Ok(ClusterReport { data: data.to_path_buf(), config: cfg.clone(), images: names.len(), skipped, per_k, chosen_k: per_k[best].k, clusters })
+    let chosen_k = per_k[best].k;
+    Ok(ClusterReport { data: data.to_path_buf(), config: cfg.clone(), images: names.len(), skipped, per_k, chosen_k, clusters })
 }
 
 impl ClusterReport {
@@ -380,7 +381,7 @@ mod tests {
     fn folder_of_two_kinds_of_images() -> Result<()> {
         // 3 images with dark-skewed histograms, 3 bright-skewed, a text file that is no image
         let dir = tempfile::tempdir().unwrap();
-        for i in 0..6 {
+        for i in 0..6u32 {
             let bright = i % 2 == 1;
             let img = image::GrayImage::from_fn(16, 16, |x, y| {
                 let t = ((x + 16 * y + i) % 256) as u8;
