@@ -62,6 +62,8 @@ pub fn axis_taps(n_in: usize, n_out: usize, map: AxisMap, filter: Filter) -> Vec
     (0..n_out)
         .map(|o| {
             let u = map.inverse(o as f64);
+            // snap rounding noise so that integer-aligned maps sample pixels exactly
+            let u = if (u - u.round()).abs() < 1e-9 { u.round() } else { u };
             if n_in == 0 || u < -0.5 - 1e-9 || u > n_in as f64 - 0.5 + 1e-9 {
                 return Vec::new();
             }

@@ -267,13 +267,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.nii");
         let mut h = nifti::NiftiHeader::default();
-        h.pixdim = [1.0, 0.5, 0.7, 3.0, 1.0, 1.0, 1.0, 1.0];
+        h.pixdim = [1.0, 0.5, 0.75, 3.0, 1.0, 1.0, 1.0, 1.0];
         h.xyzt_units = 2;
         let arr = ndarray_of(&[3, 2, 2], |i, j, k| (i + 10 * j + 100 * k) as f32);
         nifti::writer::WriterOptions::new(&path).reference_header(&h).write_nifti(&arr).unwrap();
         let (v, dims, spacing) = read_nifti(&path)?;
         assert_eq!(dims, [2, 2, 3]);
-        assert_eq!(spacing, Some([3.0, 0.7, 0.5]));
+        assert_eq!(spacing, Some([3.0, 0.75, 0.5]));
         assert_eq!(v, vec![0., 1., 2., 10., 11., 12., 100., 101., 102., 110., 111., 112.]);
         Ok(())
     }
