@@ -175,4 +175,38 @@ mod tests {
         assert_eq!(epoch_batches(10, 4, 9, 2, true, true).len(), 2);
         assert_eq!(epoch_batches(5, 2, 0, 0, false, false), vec![vec![0, 1], vec![2, 3], vec![4]]);
     }
+
+    #[test]
+    fn augmented_letterboxed_ceph_batch() -> Result<()> {
+        use crate::train::data::augment::{Augmentation, FlipAug, ScaleAug, WindowAug};
+        use crate::train::data::datasets::{ImagePointsConfig, ImagePointsDataset};
+        use crate::train::data::preprocess::letterbox;
+        use crate::train::data::split::Split;
+        let Some(data) = crate::train::data::shared_data_dir() else { return Ok(()) };
+        let ds = ImagePointsDataset::open(&ImagePointsConfig::ceph_hamedan(data.join("ceph-hamedan")), Split::Train)?;
+        let pipe = Pipeline::new(vec![
+            Augmentation::Window(WindowAug { probability: 1.0, ..Default::default() }),
+            Augmentation::Scale(ScaleAug { probability: 1.0, scale: (0.9, 1.0), ..Default::default() }),
+            Augmentation::Flip(FlipAug { horizontal: 0.5, vertical: 0.0, depth: 0.0, swap_pairs: vec![] }),
+        ]);
+        let prepare = |s: Sample| letterbox(&s, 96, 96, 0.5).map(|(s, _)| s);
+        let a = load_batch(&ds, &[0, 5], &pipe, &prepare, 11, 2, &Device::Cpu)?;
+        assert_eq!(a.images.dims(), &[2, 1, 96, 96]);
+        let v = a.images.flatten_all()?.to_vec1::<f32>()?;
+        // a convex combination of windowed values (f32 weights: rounding only)
+        let (lo, hi) = v.iter().fold((f32::MAX, f32::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        assert!(lo >= -1e-5 && hi <= 1.0 + 1e-5, "{lo} {hi}");
+        // 1671 x 1340 (h x w) into 96 x 96: content 96 high, grey bars left and right
+        assert_eq!(a.images.get(0)?.get(0)?.get(48)?.get(0)?.to_scalar::<f32>()?, 0.5);
+        let pts = a.points.as_ref().unwrap().to_vec3::<f32>()?;
+        assert_eq!(pts[0].len(), 19);
+        assert!(pts.iter().flatten().all(|p| p[0] > 0.0 && p[0] < 96.0 && p[1] > 0.0 && p[1] < 96.0), "{pts:?}");
+        // same (seed, epoch) again: identical; another epoch: different
+        let b = load_batch(&ds, &[0, 5], &pipe, &prepare, 11, 2, &Device::Cpu)?;
+        assert_eq!(v, b.images.flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(pts, b.points.unwrap().to_vec3::<f32>()?);
+        let c = load_batch(&ds, &[0, 5], &pipe, &prepare, 11, 3, &Device::Cpu)?;
+        assert_ne!(v, c.images.flatten_all()?.to_vec1::<f32>()?);
+        Ok(())
+    }
 }

@@ -173,6 +173,19 @@ pub fn apply_taps(image: &Image, taps: [&[Taps]; 3], fill: f32) -> Image {
         data = pass(&data, c, d, h1 * w1, taps[0], fill);
         d1 = taps[0].len();
     }
+    // a later pass mixes the fill of an earlier one with f32 weights that sum
+    // to 1 only up to rounding: write the fill exactly where any axis is outside
+    let outside: Vec<Vec<bool>> = taps.iter().map(|t| t.iter().map(|x| x.is_empty()).collect()).collect();
+    if outside.iter().any(|o| o.contains(&true)) {
+        let plane = d1 * h1 * w1;
+        for (i, v) in data.iter_mut().enumerate() {
+            let r = i % plane;
+            let (z, y, x) = (r / (h1 * w1), r / w1 % h1, r % w1);
+            if outside[0][z] || outside[1][y] || outside[2][x] {
+                *v = fill;
+            }
+        }
+    }
     Image { channels: c, depth: d1, height: h1, width: w1, data }
 }
 
