@@ -136,6 +136,9 @@ pub struct ImagePointsConfig {
     pub mean_csv: String,
     pub names_csv: String,
     pub split_csv: String,
+    /// Optional `image_a,image_b,...` pairs of the same radiograph or patient;
+    /// linked images stay on one side of the validation carve-out.
+    pub duplicates_csv: Option<String>,
     pub annotation: Annotation,
     pub carve_out: ValidationCarveOut,
     pub channels: Channels,
@@ -153,6 +156,8 @@ impl ImagePointsConfig {
             mean_csv: "landmarks_mean.csv".into(),
             names_csv: "landmark_names.csv".into(),
             split_csv: "split.csv".into(),
+            // 014 = 087 (both train) and 057 / 102 (same patient) must not straddle train and val
+            duplicates_csv: Some("duplicates.csv".into()),
             annotation: Annotation::Mean,
             carve_out: ValidationCarveOut::default(),
             channels: Channels::Grey,
@@ -230,7 +235,11 @@ impl ImagePointsDataset {
         for (line, f) in &splits.rows {
             entries.push((read_split_column(&splits, *line, f, s_split)?, f[s_img].trim().to_string(), *line));
         }
-        let keys: Vec<(FileSplit, String)> = entries.iter().map(|(s, id, _)| (*s, id.clone())).collect();
+        let groups = match &cfg.duplicates_csv {
+            Some(d) => linked_groups(&Table::read(&root.join(d))?)?,
+            None => HashMap::new(),
+        };
+        let keys: Vec<(FileSplit, String)> = entries.iter().map(|(s, id, _)| (*s, groups.get(id).unwrap_or(id).clone())).collect();
         let assigned = assign(&keys, cfg.carve_out);
         let mut items = Vec::new();
         let mut excluded = Vec::new();
@@ -271,6 +280,28 @@ impl ImagePointsDataset {
     pub fn points(&self, index: usize) -> &[Landmark] {
         &self.items[index].points
     }
+}
+
+/// Connected components of the `image_a`-`image_b` links: image -> the
+/// smallest name in its component.
+fn linked_groups(table: &Table) -> Result<HashMap<String, String>> {
+    let (ca, cb) = (table.column("image_a")?, table.column("image_b")?);
+    let mut group: HashMap<String, String> = HashMap::new();
+    for (_, f) in &table.rows {
+        let (a, b) = (f[ca].trim().to_string(), f[cb].trim().to_string());
+        let ga = group.get(&a).cloned().unwrap_or_else(|| a.clone());
+        let gb = group.get(&b).cloned().unwrap_or_else(|| b.clone());
+        let root = ga.clone().min(gb.clone());
+        // relabel both components to the smaller root
+        for g in group.values_mut() {
+            if *g == ga || *g == gb {
+                *g = root.clone();
+            }
+        }
+        group.insert(a, root.clone());
+        group.insert(b, root);
+    }
+    Ok(group)
 }
 
 impl Dataset for ImagePointsDataset {
@@ -444,10 +475,6 @@ mod tests {
     use super::*;
     use crate::train::data::shared_data_dir;
 
-    fn no_carve<T>(mut f: impl FnMut(ValidationCarveOut) -> T) -> T {
-        f(ValidationCarveOut::NONE)
-    }
-
     #[test]
     fn ceph_hamedan_counts_and_points() -> Result<()> {
         let Some(data) = shared_data_dir() else { return Ok(()) };
@@ -495,22 +522,25 @@ mod tests {
             }
         }
         assert_eq!(checked, 147 * 19);
-        // carve-out: 10 % of train, deterministic
-        cfg.carve_out = ValidationCarveOut { fraction: 0.1, seed: 1 };
-        let (t, v) = (ImagePointsDataset::open(&cfg, Split::Train)?, ImagePointsDataset::open(&cfg, Split::Val)?);
-        assert_eq!((t.len(), v.len()), (108, 12));
+        // carve-out: 10 % of the 118 train groups (014 = 087 and 057 ~ 102 are linked), deterministic
+        for seed in 0..20 {
+            cfg.carve_out = ValidationCarveOut { fraction: 0.1, seed };
+            let (t, v) = (ImagePointsDataset::open(&cfg, Split::Train)?, ImagePointsDataset::open(&cfg, Split::Val)?);
+            assert_eq!(t.len() + v.len(), 120);
+            assert!((12..=14).contains(&v.len()), "{}", v.len());
+            let in_val = |id: &str| (0..v.len()).any(|i| v.id(i) == id);
+            assert_eq!(in_val("014.png"), in_val("087.png"), "seed {seed}");
+            assert_eq!(in_val("057.png"), in_val("102.png"), "seed {seed}");
+        }
         Ok(())
     }
 
     #[test]
     fn lung_medseg_counts_and_masks() -> Result<()> {
         let Some(data) = shared_data_dir() else { return Ok(()) };
-        let (train, test) = no_carve(|c| {
-            let mut cfg = ImageMaskConfig::lung_medseg(data.join("lung-medseg"));
-            cfg.carve_out = c;
-            (ImageMaskDataset::open(&cfg, Split::Train), ImageMaskDataset::open(&cfg, Split::Test))
-        });
-        let (train, test) = (train?, test?);
+        let mut cfg = ImageMaskConfig::lung_medseg(data.join("lung-medseg"));
+        cfg.carve_out = ValidationCarveOut::NONE;
+        let (train, test) = (ImageMaskDataset::open(&cfg, Split::Train)?, ImageMaskDataset::open(&cfg, Split::Test)?);
         assert_eq!((train.len(), test.len()), (50, 48));
         let s = train.load(0)?;
         // index.csv: train/images/0.jpg,...,273,369,64956,8136,27645
@@ -546,6 +576,16 @@ mod tests {
         let tg: std::collections::HashSet<String> = (0..t.len()).map(|i| group(t.id(i))).collect();
         assert!((0..v.len()).all(|i| !tg.contains(&group(v.id(i)))));
         Ok(())
+    }
+
+    #[test]
+    fn linked_images_form_one_group() {
+        let t = Table::parse(Path::new("d.csv"), "image_a,image_b\nc,d\na,b\nb,c\nx,y\n").unwrap();
+        let g = linked_groups(&t).unwrap();
+        for k in ["a", "b", "c", "d"] {
+            assert_eq!(g[k], "a");
+        }
+        assert_eq!((g["x"].as_str(), g["y"].as_str()), ("x", "x"));
     }
 
     #[test]
