@@ -126,7 +126,7 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Data tools: synthetic data sets.
+    /// Data tools: clustering (S21), synthetic data sets.
     Data {
         #[command(subcommand)]
         action: DataAction,
@@ -135,6 +135,25 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum DataAction {
+    /// K-means over intensity histograms of every image / DICOM file under
+    /// DATA, with the separation DP per k (cephalometric source, S21).
+    Cluster {
+        #[arg(long)]
+        data: PathBuf,
+        /// One k (default: the range 2..8).
+        #[arg(long, conflicts_with = "k_range")]
+        k: Option<usize>,
+        /// Inclusive range of k to try, LO..HI; the largest DP is chosen.
+        #[arg(long)]
+        k_range: Option<ainode::train::data::cluster::KChoice>,
+        #[arg(long, default_value_t = 64)]
+        bins: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Write a synthetic data set (DICOM + JSON labels): `hip-tha`.
     Synth {
         /// Which generator.
@@ -399,6 +418,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Eval { name, data, split, weights, device, seed, json } => {
             let metrics = train_cmd::eval_command(&Registry::builtin(), &EvalCommand { name, data, split, weights, device, seed, json })?;
             print!("{metrics}");
+            Ok(0)
+        }
+        Cmd::Data { action: DataAction::Cluster { data, k, k_range, bins, seed, json } } => {
+            use ainode::train::data::cluster::{cluster_folder, ClusterConfig, KChoice};
+            let mut cfg = ClusterConfig { bins, seed, ..Default::default() };
+            if let Some(k) = k {
+                cfg.k = KChoice::Fixed(k);
+            } else if let Some(r) = k_range {
+                cfg.k = r;
+            }
+            let report = cluster_folder(&data, &cfg)?;
+            print!("{}", report.to_text());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+            }
             Ok(0)
         }
         Cmd::Jobs { json, action } => {

@@ -1,11 +1,12 @@
 //! Training and evaluation harness shared by the five analyses (MODELS.md):
-//! the `TrainTask` a model implements, the trainer loop (AdamW, warm-up +
+//! the `TrainTask` a model implements, data sets and augmentations (`data`), the trainer loop (AdamW, warm-up +
 //! cosine schedule, clipping, gradient accumulation, validation, best kept,
 //! checkpoint + resume, progress bar, JSON-lines log), metrics, the model
 //! registry and the `train` / `eval` commands.
 
 pub mod checkpoint;
 pub mod commands;
+pub mod data;
 pub mod metrics;
 pub mod optim;
 pub mod registry;

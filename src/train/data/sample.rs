@@ -1,0 +1,154 @@
+//! Sample types: an image (C x D x H x W f32; D == 1 for 2D), an optional
+//! label map (L x D x H x W u16), named points (2D only), spacing.
+
+use super::error::{DataError, Result};
+
+/// Image values, channel-major then depth, row, column:
+/// `data[((c * depth + z) * height + y) * width + x]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub channels: usize,
+    pub depth: usize,
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<f32>,
+}
+
+impl Image {
+    pub fn new(channels: usize, dims: [usize; 3], data: Vec<f32>) -> Result<Self> {
+        let want = channels * dims[0] * dims[1] * dims[2];
+        if data.len() != want {
+            return Err(DataError::Invalid(format!("image of {channels} x {dims:?} needs {want} values, got {}", data.len())));
+        }
+        Ok(Image { channels, depth: dims[0], height: dims[1], width: dims[2], data })
+    }
+
+    /// A 2D image (depth 1) from `C x H x W` values.
+    pub fn new_2d(channels: usize, height: usize, width: usize, data: Vec<f32>) -> Result<Self> {
+        Self::new(channels, [1, height, width], data)
+    }
+
+    pub fn filled(channels: usize, dims: [usize; 3], value: f32) -> Self {
+        Image { channels, depth: dims[0], height: dims[1], width: dims[2], data: vec![value; channels * dims[0] * dims[1] * dims[2]] }
+    }
+
+    /// Spatial dims (D, H, W).
+    pub fn dims(&self) -> [usize; 3] {
+        [self.depth, self.height, self.width]
+    }
+
+    pub fn is_2d(&self) -> bool {
+        self.depth == 1
+    }
+
+    /// Voxels per channel.
+    pub fn plane_len(&self) -> usize {
+        self.depth * self.height * self.width
+    }
+
+    pub fn channel(&self, c: usize) -> &[f32] {
+        let n = self.plane_len();
+        &self.data[c * n..(c + 1) * n]
+    }
+
+    pub fn channel_mut(&mut self, c: usize) -> &mut [f32] {
+        let n = self.plane_len();
+        &mut self.data[c * n..(c + 1) * n]
+    }
+
+    pub fn get(&self, c: usize, z: usize, y: usize, x: usize) -> f32 {
+        self.data[((c * self.depth + z) * self.height + y) * self.width + x]
+    }
+}
+
+/// Label values (class indices), layer-major like [`Image`]. Most data sets
+/// have one layer; kidney-us has two (capsule, regions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelMap {
+    pub layers: usize,
+    pub depth: usize,
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<u16>,
+}
+
+impl LabelMap {
+    pub fn new(layers: usize, dims: [usize; 3], data: Vec<u16>) -> Result<Self> {
+        let want = layers * dims[0] * dims[1] * dims[2];
+        if data.len() != want {
+            return Err(DataError::Invalid(format!("label map of {layers} x {dims:?} needs {want} values, got {}", data.len())));
+        }
+        Ok(LabelMap { layers, depth: dims[0], height: dims[1], width: dims[2], data })
+    }
+
+    pub fn dims(&self) -> [usize; 3] {
+        [self.depth, self.height, self.width]
+    }
+
+    pub fn plane_len(&self) -> usize {
+        self.depth * self.height * self.width
+    }
+
+    pub fn layer(&self, l: usize) -> &[u16] {
+        let n = self.plane_len();
+        &self.data[l * n..(l + 1) * n]
+    }
+
+    pub fn get(&self, l: usize, z: usize, y: usize, x: usize) -> u16 {
+        self.data[((l * self.depth + z) * self.height + y) * self.width + x]
+    }
+
+    pub fn max_label(&self) -> u16 {
+        self.data.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// A named point; `position` is `[x, y]` in pixel-centre coordinates, or
+/// `None` when the annotation lacks it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Landmark {
+    pub name: String,
+    pub position: Option<[f64; 2]>,
+}
+
+/// One training or evaluation example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Stable identifier (file name or case id), for errors and reports.
+    pub id: String,
+    pub image: Image,
+    pub labels: Option<LabelMap>,
+    /// 2D images only; in the data set's landmark order.
+    pub points: Vec<Landmark>,
+    /// mm along (D, H, W) when known (for 2D images the D entry is 1.0 and
+    /// means nothing).
+    pub spacing: Option<[f64; 3]>,
+}
+
+impl Sample {
+    pub fn new(id: impl Into<String>, image: Image) -> Self {
+        Sample { id: id.into(), image, labels: None, points: Vec::new(), spacing: None }
+    }
+
+    /// Checks that the label map covers the image exactly.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(l) = &self.labels {
+            if l.dims() != self.image.dims() {
+                return Err(DataError::Invalid(format!(
+                    "sample {}: label map is {:?} (D, H, W) but the image is {:?}",
+                    self.id,
+                    l.dims(),
+                    self.image.dims()
+                )));
+            }
+        }
+        if !self.points.is_empty() && !self.image.is_2d() {
+            return Err(DataError::Invalid(format!("sample {}: points are supported on 2D images only", self.id)));
+        }
+        Ok(())
+    }
+
+    pub fn point(&self, name: &str) -> Option<[f64; 2]> {
+        self.points.iter().find(|p| p.name == name).and_then(|p| p.position)
+    }
+}
