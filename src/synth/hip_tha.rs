@@ -18,7 +18,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::raster::{annular_sector, band, closed_spline, ellipse, open_spline, Canvas, P2};
-use super::rng::Rng;
+use crate::train::data::rng::{Purpose, Rng};
 use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, HipRisks, POINT_NAMES};
 
 /// Generator settings; every range is inclusive and drawn uniformly.
@@ -179,7 +179,7 @@ fn cup_design(centre: P2, radius: f64, abduction: f64, coverage_pct: f64) -> Cup
 }
 
 fn ilium(ac: &Acetabulum, rng: &mut Rng) -> Vec<P2> {
-    let j = |v: f64, rng: &mut Rng| v + rng.uniform(-4.0, 4.0);
+    let j = |v: f64, rng: &mut Rng| v + rng.range(-4.0, 4.0);
     let ctrl = [
         [j(30.0, rng), j(-72.0, rng)],
         [j(58.0, rng), j(-122.0, rng)],
@@ -218,15 +218,15 @@ impl Scene {
 /// shaft with medullary canal; `lateral` = +1 when the side's lateral is +x.
 /// Returns the neck base point and shaft direction for a stem.
 fn femur(scene: &mut Scene, head: P2, lateral: f64, rot: f64, scale: f64, with_head: bool, rng: &mut Rng) -> (P2, P2) {
-    let neck_angle = rng.uniform(35.0, 50.0).to_radians();
-    let neck_len = rng.uniform(42.0, 55.0) * scale;
+    let neck_angle = rng.range(35.0, 50.0).to_radians();
+    let neck_len = rng.range(42.0, 55.0) * scale;
     let rotv = |v: P2| -> P2 {
         let (s, c) = rot.sin_cos();
         [c * v[0] - s * v[1], s * v[0] + c * v[1]]
     };
     let neck_dir = rotv([lateral * neck_angle.cos(), neck_angle.sin()]);
     let base = add(head, [neck_dir[0] * neck_len, neck_dir[1] * neck_len]);
-    let shaft_angle = rng.uniform(4.0, 12.0).to_radians();
+    let shaft_angle = rng.range(4.0, 12.0).to_radians();
     let shaft_dir = rotv([-lateral * shaft_angle.sin(), shaft_angle.cos()]);
     let shaft_end = add(base, [shaft_dir[0] * 400.0, shaft_dir[1] * 400.0]);
     let start = if with_head { 0.0 } else { 0.45 };
@@ -259,19 +259,19 @@ fn prosthesis(scene: &mut Scene, b: P2, j: P2, head_r: f64, cemented: bool, stem
             (rim, rim + PI)
         }
     };
-    let shell = rng.uniform(2.5, 4.5);
+    let shell = rng.range(2.5, 4.5);
     scene.fill(&annular_sector(c, r - shell, r, a0, a1, 64), 2.6);
     scene.fill(&annular_sector(c, 0.0, r - shell, a0, a1, 64), 0.25);
     // anteversion: the opening of the cup seen as a thin half ellipse
-    let av = rng.uniform(0.08, 0.4);
+    let av = rng.range(0.08, 0.4);
     let open_rot = if (rim - PI / 2.0).sin() < 0.0 { rim } else { rim + PI };
     let open: Vec<P2> = ellipse(c, r, r * av, open_rot, 64);
     scene.fill(&band(&open[..33], &|_| 0.6), 0.8);
-    let head = add(c, [0.0, -rng.uniform(0.0, 1.5)]);
+    let head = add(c, [0.0, -rng.range(0.0, 1.5)]);
     scene.fill(&ellipse(head, head_r, head_r, 0.0, 96), 3.0);
     // stem: trunnion from the head to the neck base, then a tapered body down the shaft
     scene.fill(&band(&[head, stem_base], &|t| (5.0 + 3.0 * t) * scale), 3.0);
-    let len = rng.uniform(120.0, 160.0) * scale;
+    let len = rng.range(120.0, 160.0) * scale;
     let tip = add(stem_base, [shaft_dir[0] * len, shaft_dir[1] * len]);
     let path = [add(stem_base, [shaft_dir[0] * -6.0, shaft_dir[1] * -6.0]), tip];
     if cemented {
@@ -311,7 +311,7 @@ fn bone_texture(canvas: &mut Canvas, rng: &mut Rng) {
     }
     grain.blur(1.5);
     let grain = grain.resized(canvas.width, canvas.height);
-    let amp = rng.uniform(0.15, 0.45) as f32;
+    let amp = rng.range(0.15, 0.45) as f32;
     for (v, g) in canvas.data.iter_mut().zip(&grain.data) {
         let density = v.clamp(0.0, 1.2);
         *v += amp * g * density * 0.5;
@@ -328,21 +328,21 @@ pub struct HipImage {
 }
 
 pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
-    let mut rng = Rng::for_item(seed, 0, index);
-    let u = |rng: &mut Rng, r: (f64, f64)| rng.uniform(r.0, r.1);
+    let mut rng = Rng::stream(Purpose::Synthesis, seed, 0, index);
+    let u = |rng: &mut Rng, r: (f64, f64)| rng.range(r.0, r.1);
     let spacing = (u(&mut rng, cfg.spacing_mm) * 1000.0).round() / 1000.0;
     let (fw, fh) = (u(&mut rng, cfg.field_mm.0), u(&mut rng, cfg.field_mm.1));
     let mut scene = Scene { canvas: Canvas::new(fw, fh, cfg.render_spacing_mm) };
-    let negative = rng.uniform(0.0, 1.0) < cfg.negative_share;
-    let bilateral = !negative && rng.uniform(0.0, 1.0) < cfg.bilateral_share;
-    let cemented = rng.uniform(0.0, 1.0) < cfg.cemented_share;
+    let negative = rng.range(0.0, 1.0) < cfg.negative_share;
+    let bilateral = !negative && rng.range(0.0, 1.0) < cfg.bilateral_share;
+    let cemented = rng.range(0.0, 1.0) < cfg.cemented_share;
     // the measured side: +1 = patient's left (image right), -1 = patient's right
-    let side = if rng.uniform(0.0, 1.0) < 0.5 { 1.0 } else { -1.0 };
+    let side = if rng.range(0.0, 1.0) < 0.5 { 1.0 } else { -1.0 };
     let scale = u(&mut rng, cfg.scale);
     let rot_deg = u(&mut rng, cfg.rotation_deg);
     let tilt = u(&mut rng, cfg.tilt);
     let pose = Pose {
-        origin: [fw / 2.0 + rng.uniform(-25.0, 25.0), fh * rng.uniform(0.42, 0.55)],
+        origin: [fw / 2.0 + rng.range(-25.0, 25.0), fh * rng.range(0.42, 0.55)],
         scale,
         rot: rot_deg.to_radians(),
         tilt_inferior: tilt,
@@ -361,14 +361,14 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
 
     // soft tissue: body, thighs, bowel gas
     let body_c = pose.apply([0.0, -40.0], 0.0);
-    scene.fill(&ellipse(body_c, 175.0 * scale * rng.uniform(0.95, 1.2), 240.0 * scale, pose.rot, 128), 0.28);
+    scene.fill(&ellipse(body_c, 175.0 * scale * rng.range(0.95, 1.2), 240.0 * scale, pose.rot, 128), 0.28);
     for s in [-1.0, 1.0] {
         let hip = pose.apply([s * 95.0, 40.0], 0.0);
         scene.fill(&band(&[hip, add(hip, [s * 10.0, 300.0])], &|t| (62.0 + 18.0 * (t * 3.0).min(1.0)) * scale), 0.18);
     }
     for _ in 0..rng.below(7) {
-        let p = pose.apply([rng.uniform(-120.0, 120.0), rng.uniform(-150.0, -40.0)], 0.5);
-        scene.fill(&ellipse(p, rng.uniform(6.0, 25.0), rng.uniform(5.0, 15.0), rng.uniform(0.0, PI), 48), -0.12);
+        let p = pose.apply([rng.range(-120.0, 120.0), rng.range(-150.0, -40.0)], 0.5);
+        scene.fill(&ellipse(p, rng.range(6.0, 25.0), rng.range(5.0, 15.0), rng.range(0.0, PI), 48), -0.12);
     }
     // lumbar spine and sacrum (posterior)
     scene.fill(&pose.all(&closed_spline(&[[-27.0, -165.0], [27.0, -165.0], [30.0, -128.0], [-30.0, -128.0]], 8), -1.0), 0.5);
@@ -383,7 +383,7 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
     }
 
     // the two hips, in the pelvis frame of each side (x mirrored for the right)
-    let native_centre = |rng: &mut Rng| [84.0 + rng.uniform(-2.0, 2.0), -22.0 + rng.uniform(-2.0, 2.0)];
+    let native_centre = |rng: &mut Rng| [84.0 + rng.range(-2.0, 2.0), -22.0 + rng.range(-2.0, 2.0)];
     let mut labels = HipPoints::default();
     let mut cup_img: Vec<(f64, P2, P2, P2)> = Vec::new(); // (side, a, b, j) in image mm
     let mut femur_heads: Vec<(f64, P2, bool)> = Vec::new(); // (side, head centre image mm, native)
@@ -397,7 +397,7 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
                 (c, design.abduction_deg, design.coverage_pct, design.cup_radius_mm)
             } else {
                 let c = native_centre(&mut rng);
-                (c, rng.uniform(35.0, 50.0), rng.uniform(75.0, 100.0), rng.uniform(23.0, 28.0))
+                (c, rng.range(35.0, 50.0), rng.range(75.0, 100.0), rng.range(23.0, 28.0))
             };
             let cup = cup_design(centre, r, abd.to_radians(), cov);
             let ac = Acetabulum {
@@ -409,7 +409,7 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
             (ac, Some(cup))
         } else {
             let centre = if s == side { native_centre(&mut rng) } else { contralateral_native };
-            let ac = Acetabulum { centre, radius: 26.5, lateral_angle: rng.uniform(330.0, 350.0).to_radians(), medial_angle: rng.uniform(195.0, 205.0).to_radians() };
+            let ac = Acetabulum { centre, radius: 26.5, lateral_angle: rng.range(330.0, 350.0).to_radians(), medial_angle: rng.range(195.0, 205.0).to_radians() };
             (ac, None)
         };
         // ilium with the acetabular arc, the sourcil, pelvic brim
@@ -421,18 +421,18 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
         let brim = open_spline(&[[34.0, -70.0], [40.0, -40.0], [44.0, -14.0], [32.0, 10.0], [12.0, 24.0]], 8);
         scene.fill(&pose.all(&mirror(&band(&brim, &|_| 1.6), s), 0.3), 0.35);
         // teardrop: a thin U ring; its lowest point is the landmark
-        let tc = [50.0 + rng.uniform(-3.0, 3.0), -9.0 + rng.uniform(-2.0, 2.0)];
+        let tc = [50.0 + rng.range(-3.0, 3.0), -9.0 + rng.range(-2.0, 2.0)];
         let outer = pose.all(&mirror(&ellipse(tc, 5.0, 10.0, 0.0, 64), s), 0.3);
         scene.fill(&outer, 0.45);
         scene.fill(&pose.all(&mirror(&ellipse(tc, 3.2, 8.2, 0.0, 64), s), 0.3), -0.45);
         let teardrop = lowest(&outer);
         // obturator ring, pubic body, superior ramus, ischium
-        let ring_c = [43.0 + rng.uniform(-2.0, 2.0), 38.0 + rng.uniform(-2.0, 2.0)];
+        let ring_c = [43.0 + rng.range(-2.0, 2.0), 38.0 + rng.range(-2.0, 2.0)];
         scene.fill(&pose.all(&mirror(&ellipse(ring_c, 39.0, 28.0, 0.3, 96), s), 0.6), 0.4);
         scene.fill(&pose.all(&mirror(&ellipse([ring_c[0] + 2.0, ring_c[1] + 1.0], 22.0, 15.0, 0.4, 96), s), 0.6), -0.4);
         scene.fill(&pose.all(&mirror(&closed_spline(&[[2.5, 22.0], [20.0, 21.0], [22.0, 58.0], [3.0, 58.0]], 6), s), 1.0), 0.3);
         scene.fill(&pose.all(&mirror(&band(&[[70.0, -4.0], [22.0, 27.0]], &|_| 8.0), s), 0.6), 0.3);
-        let isch = pose.all(&mirror(&closed_spline(&[[62.0, 2.0], [80.0, 6.0], [78.0, 36.0], [66.0, 55.0], [50.0, 58.0 + rng.uniform(-3.0, 3.0)], [40.0, 50.0], [48.0, 25.0]], 12), s), 0.0);
+        let isch = pose.all(&mirror(&closed_spline(&[[62.0, 2.0], [80.0, 6.0], [78.0, 36.0], [66.0, 55.0], [50.0, 58.0 + rng.range(-3.0, 3.0)], [40.0, 50.0], [48.0, 25.0]], 12), s), 0.0);
         scene.fill(&isch, 0.35);
         let ischial_low = lowest(&isch);
         if s < 0.0 {
@@ -478,8 +478,8 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
         labels.c = Some([(b[0] + j[0]) / 2.0, (b[1] + j[1]) / 2.0]);
     }
     // side marker: "R" on the image's left (patient's right) or "L" on its right
-    let (letter, mx) = if rng.uniform(0.0, 1.0) < 0.5 { ('R', rng.uniform(15.0, 40.0)) } else { ('L', fw - rng.uniform(30.0, 55.0)) };
-    side_marker(&mut scene, [mx, rng.uniform(12.0, 30.0)], 14.0, letter);
+    let (letter, mx) = if rng.range(0.0, 1.0) < 0.5 { ('R', rng.range(15.0, 40.0)) } else { ('L', fw - rng.range(30.0, 55.0)) };
+    side_marker(&mut scene, [mx, rng.range(12.0, 30.0)], 14.0, letter);
 
     // image formation at the render resolution, then the detector's spacing
     let mut canvas = scene.canvas;
@@ -494,12 +494,12 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
         *v = (1.0 - scatter) * *v + scatter * w;
     }
     let img = canvas.resampled(spacing);
-    let a0 = rng.uniform(1.0, 1.8) as f32;
-    let gamma = rng.uniform(0.8, 1.25) as f32;
-    let offset = rng.uniform(0.0, 250.0) as f32;
+    let a0 = rng.range(1.0, 1.8) as f32;
+    let gamma = rng.range(0.8, 1.25) as f32;
+    let offset = rng.range(0.0, 250.0) as f32;
     let noise = u(&mut rng, cfg.noise) as f32;
-    let collim = [rng.uniform(0.0, 25.0), rng.uniform(0.0, 25.0), rng.uniform(0.0, 25.0), rng.uniform(0.0, 25.0)];
-    let shutter = rng.uniform(3300.0, 4095.0) as f32;
+    let collim = [rng.range(0.0, 25.0), rng.range(0.0, 25.0), rng.range(0.0, 25.0), rng.range(0.0, 25.0)];
+    let shutter = rng.range(3300.0, 4095.0) as f32;
     let mut stored = Vec::with_capacity(img.data.len());
     for r in 0..img.height {
         let y = (r as f64 + 0.5) * spacing;

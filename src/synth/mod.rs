@@ -4,4 +4,3 @@
 
 pub mod hip_tha;
 pub mod raster;
-pub mod rng;

@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::data::rng::{Purpose, Rng};
 use super::checkpoint::{BestRecord, CheckpointState, RunDir, CHECKPOINT_VERSION};
 use super::metrics::Metrics;
 use super::optim::{accumulate_grads, clip_grad_norm, global_grad_norm, named_vars, AdamW, AdamWConfig, LrSchedule, NamedGrads, ScheduleConfig};
@@ -103,35 +104,8 @@ pub struct TrainSummary {
     pub epoch_losses: Vec<f64>,
 }
 
-/// SplitMix64: tiny, well-mixed, and enough for a permutation.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (multiply-shift; the bias is < n / 2^64).
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() as u128 * n as u128) >> 64) as usize
-    }
-}
-
-/// The order of the training samples in epoch `epoch` (0-based): a
-/// Fisher-Yates shuffle seeded by (seed, epoch) only.
 pub fn epoch_order(num: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut rng = SplitMix64(seed ^ (epoch as u64).wrapping_add(1).wrapping_mul(0xD6E8_FEB8_6659_FD93));
-    rng.next();
-    let mut order: Vec<usize> = (0..num).collect();
-    for i in (1..num).rev() {
-        let j = rng.below(i + 1);
-        order.swap(i, j);
-    }
-    order
+    Rng::stream(Purpose::BatchOrder, seed, epoch as u64, 0).permutation(num)
 }
 
 /// Optimiser steps in one epoch.

@@ -28,6 +28,8 @@ pub enum Purpose {
     BatchOrder = 2,
     ValidationSplit = 3,
     Clustering = 4,
+    /// Synthetic data generators (`ainode data synth`): one stream per case.
+    Synthesis = 5,
 }
 
 impl Rng {
