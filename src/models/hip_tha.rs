@@ -197,6 +197,7 @@ mod tests {
         let vm = VarMap::new();
         let cfg = HipSsdConfig { neg_pos_ratio: 10.0, width_mult: 0.125, ..tiny() };
         let net = HipSsd::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg)?;
+        crate::models::init::seeded_init(&vm, 3)?;
         let mut img = vec![0f32; 512 * 512];
         let pts = [[150.0, 200.0], [380.0, 300.0]];
         for (y, row) in img.chunks_mut(512).enumerate() {

@@ -5,4 +5,5 @@
 pub mod blocks;
 pub mod device;
 pub mod hip_tha;
+pub mod init;
 pub mod weights;

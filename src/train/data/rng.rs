@@ -30,6 +30,8 @@ pub enum Purpose {
     Clustering = 4,
     /// Synthetic data generators (`ainode data synth`): one stream per case.
     Synthesis = 5,
+    /// Initial weights (`models::init`): one stream per tensor.
+    Initialization = 6,
 }
 
 impl Rng {
