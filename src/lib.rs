@@ -2,6 +2,7 @@
 //! forwards them and runs analyses. See ARCHITECTURE.md for the map.
 
 pub mod assembly;
+pub mod clock;
 pub mod config;
 pub mod dimse;
 pub mod encode;

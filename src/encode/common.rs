@@ -291,20 +291,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Current UTC date (YYYYMMDD) and time (HHMMSS).
 pub fn utc_now() -> (String, String) {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    let days = secs.div_euclid(86400);
-    let tod = secs.rem_euclid(86400);
-    // civil_from_days (H. Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    (format!("{y:04}{m:02}{d:02}"), format!("{:02}{:02}{:02}", tod / 3600, tod % 3600 / 60, tod % 60))
+    let [y, m, d, hh, mm, ss] = crate::clock::utc_parts(crate::clock::now_secs());
+    (format!("{y:04}{m:02}{d:02}"), format!("{hh:02}{mm:02}{ss:02}"))
 }
 
 #[cfg(test)]
