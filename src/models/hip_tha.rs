@@ -13,6 +13,8 @@ use super::blocks::boxes::{boxes_tensor, Annotations};
 use super::blocks::postprocess::{best_per_class, ssd_detections, DetectionConfig};
 use super::blocks::ssd_loss::{multibox_loss, MultiboxConfig, MultiboxLoss};
 use super::blocks::vgg::{MultiboxHead, VggSsd, VggSsdConfig};
+use crate::train::data::resample::AxisMap;
+use crate::train::data::sample::Image;
 
 /// Everything that fixes the network's shape and its outputs' meaning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,10 +141,15 @@ impl HipSsd {
     /// The keypoints of each image: the centre of the best box of each class
     /// when its score reaches `min_score`.
     pub fn keypoints(&self, x: &Tensor) -> Result<Vec<Vec<Option<Keypoint>>>> {
+        self.keypoints_with_threshold(x, self.cfg.min_score)
+    }
+
+    /// As `keypoints`, with another score threshold (0 = always the best box).
+    pub fn keypoints_with_threshold(&self, x: &Tensor, min_score: f64) -> Result<Vec<Vec<Option<Keypoint>>>> {
         let (cls, loc) = self.forward(x)?;
         let n = cls.dim(0)?;
         let s = self.cfg.input_size;
-        let det_cfg = DetectionConfig { score_threshold: self.cfg.min_score, ..DetectionConfig::ssd() };
+        let det_cfg = DetectionConfig { score_threshold: min_score, ..DetectionConfig::ssd() };
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let dets = ssd_detections(&cls.get(i)?, &loc.get(i)?, &self.priors_px, (s, s), self.cfg.multibox().variances, &det_cfg)?;
@@ -161,6 +168,94 @@ impl HipSsd {
         }
         Ok(out)
     }
+}
+
+/// The source's pre-processing (MODELS.md 3), as config with its values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HipPreprocessConfig {
+    /// First resampling (linear), mm per pixel.
+    pub fine_spacing_mm: f64,
+    /// Then shrink by this factor (0.1 mm x 4 = 0.4 mm).
+    pub shrink: usize,
+    /// Pixel values below this percentile are raised to it.
+    pub low_percentile: f64,
+    pub clahe_tiles: usize,
+    /// CLAHE clip limit relative to a flat histogram (the source's "100" is on
+    /// an unstated scale; OpenCV-style 2.0 is our default).
+    pub clahe_clip_limit: f64,
+    pub input_size: usize,
+}
+
+impl Default for HipPreprocessConfig {
+    fn default() -> Self {
+        HipPreprocessConfig { fine_spacing_mm: 0.1, shrink: 4, low_percentile: 2.0, clahe_tiles: 8, clahe_clip_limit: 2.0, input_size: 512 }
+    }
+}
+
+/// A network input and how it maps back to the source image.
+#[derive(Debug, Clone)]
+pub struct HipInput {
+    /// input_size x input_size, values in [0, 1].
+    pub pixels: Vec<f32>,
+    /// Source pixel index (column, row; centre = integer) -> input pixel index.
+    pub to_input: [AxisMap; 2],
+    /// mm per source pixel (column, row).
+    pub source_spacing: [f64; 2],
+}
+
+impl HipInput {
+    /// An input point (index convention) in source-image mm from the top-left corner.
+    pub fn to_source_mm(&self, p: [f64; 2]) -> [f64; 2] {
+        let col = self.to_input[0].inverse(p[0]) + 0.5;
+        let row = self.to_input[1].inverse(p[1]) + 0.5;
+        [col * self.source_spacing[0], row * self.source_spacing[1]]
+    }
+
+    /// A source point in mm (top-left corner origin) in input pixels (index convention).
+    pub fn from_source_mm(&self, p: [f64; 2]) -> [f64; 2] {
+        [self.to_input[0].forward(p[0] / self.source_spacing[0] - 0.5), self.to_input[1].forward(p[1] / self.source_spacing[1] - 0.5)]
+    }
+}
+
+/// Resample to `fine_spacing_mm` (linear), shrink, drop the lowest values,
+/// normalise to [0, 1], CLAHE, resize to the network input. `pixels` is one
+/// grey frame (rows x cols, modality values, MONOCHROME1 already inverted);
+/// `spacing` = [row_mm, col_mm].
+pub fn preprocess(pixels: &[f32], rows: usize, cols: usize, spacing: [f64; 2], cfg: &HipPreprocessConfig) -> anyhow::Result<HipInput> {
+    use crate::train::data::preprocess::{clahe, percentile_clip, ClaheConfig};
+    use crate::train::data::resample::{resample_image, Filter};
+    anyhow::ensure!(pixels.len() == rows * cols, "hip-tha preprocessing: {} values for a {rows} x {cols} image", pixels.len());
+    anyhow::ensure!(spacing.iter().all(|s| s.is_finite() && *s > 0.0), "hip-tha preprocessing: pixel spacing {spacing:?} is not positive");
+    let mut image = Image::new_2d(1, rows, cols, pixels.to_vec())?;
+    let mut maps = [AxisMap { scale: 1.0, offset: 0.0 }; 2];
+    let step = |image: &Image, h: usize, w: usize, filter: Filter, maps: &mut [AxisMap; 2]| -> Image {
+        let (mx, my) = (AxisMap::resize(image.width, w), AxisMap::resize(image.height, h));
+        maps[0] = compose(maps[0], mx);
+        maps[1] = compose(maps[1], my);
+        resample_image(image, [1, h, w], [AxisMap { scale: 1.0, offset: 0.0 }, my, mx], filter, 0.0)
+    };
+    let fine = |n: usize, mm: f64| ((n as f64 * mm / cfg.fine_spacing_mm).round() as usize).max(1);
+    let (hf, wf) = (fine(rows, spacing[0]), fine(cols, spacing[1]));
+    image = step(&image, hf, wf, Filter::Linear, &mut maps);
+    let k = cfg.shrink.max(1);
+    image = step(&image, (hf / k).max(1), (wf / k).max(1), Filter::LinearAntialias, &mut maps);
+    let (lo, _) = percentile_clip(&mut image, cfg.low_percentile, 100.0, None)[0];
+    let hi = image.data.iter().copied().fold(f32::MIN, f32::max);
+    let range = (hi - lo).max(1e-6);
+    for v in image.data.iter_mut() {
+        *v = (*v - lo) / range;
+    }
+    let tiles = cfg.clahe_tiles.min(image.width).min(image.height).max(1);
+    clahe(&mut image, &ClaheConfig { tiles_x: tiles, tiles_y: tiles, clip_limit: cfg.clahe_clip_limit, ..Default::default() })?;
+    let n = cfg.input_size;
+    image = step(&image, n, n, Filter::LinearAntialias, &mut maps);
+    Ok(HipInput { pixels: image.data, to_input: maps, source_spacing: [spacing[1], spacing[0]] })
+}
+
+/// `b` after `a`.
+fn compose(a: AxisMap, b: AxisMap) -> AxisMap {
+    AxisMap { scale: a.scale * b.scale, offset: b.scale * a.offset + b.offset }
 }
 
 #[cfg(test)]
@@ -232,6 +327,38 @@ mod tests {
             let overall = probs.iter().map(|r| r[k as usize]).sum::<f32>() / probs.len() as f32;
             assert!(at_point > 5.0 * overall, "class {k}: {at_point} at its boxes vs {overall} overall");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn preprocessing_maps_points_and_normalises() -> anyhow::Result<()> {
+        // a 0.15 mm image 600 x 400 with a bright square whose centre is at (30 mm, 45 mm)
+        let (rows, cols, sp) = (600, 400, 0.15);
+        let mut px = vec![100f32; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                let (x, y) = ((c as f64 + 0.5) * sp, (r as f64 + 0.5) * sp);
+                if (x - 30.0).abs() < 3.0 && (y - 45.0).abs() < 3.0 {
+                    px[r * cols + c] = 1000.0;
+                }
+            }
+        }
+        let input = preprocess(&px, rows, cols, [sp, sp], &HipPreprocessConfig::default())?;
+        assert_eq!(input.pixels.len(), 512 * 512);
+        assert!(input.pixels.iter().all(|v| (0.0..=1.0 + 1e-5).contains(v)));
+        // the bright square's centre of mass lands where the mapping says
+        let (mut sx, mut sy, mut sw) = (0.0, 0.0, 0.0);
+        for (i, v) in input.pixels.iter().enumerate() {
+            if *v > 0.5 {
+                sx += (i % 512) as f64;
+                sy += (i / 512) as f64;
+                sw += 1.0;
+            }
+        }
+        let want = input.from_source_mm([30.0, 45.0]);
+        assert!((sx / sw - want[0]).abs() < 1.0 && (sy / sw - want[1]).abs() < 1.0, "{:?} vs {want:?}", (sx / sw, sy / sw));
+        let back = input.to_source_mm(want);
+        assert!((back[0] - 30.0).abs() < 1e-9 && (back[1] - 45.0).abs() < 1e-9);
         Ok(())
     }
 }

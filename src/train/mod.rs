@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod optim;
 pub mod registry;
 pub mod task;
+pub mod tasks;
 pub mod trainer;
 
 #[cfg(test)]

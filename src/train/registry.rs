@@ -40,10 +40,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The models this build ships. None yet: the five analyses register
-    /// here as they land (issues 5 and 6).
+    /// The models this build can train and evaluate.
     pub fn builtin() -> Self {
-        Registry { entries: Vec::new() }
+        Registry {
+            entries: vec![ModelEntry {
+                name: "hip-tha",
+                summary: "SSD512 keypoints of a hip after total hip arthroplasty (data: ainode data synth hip-tha)",
+                build: super::tasks::hip_tha::build,
+            }],
+        }
     }
 
     /// A registry of the given entries (tests, tools).
@@ -81,7 +86,7 @@ mod tests {
     #[test]
     fn unknown_names_list_the_known_ones() {
         let e = Registry::builtin().get("ceph").err().unwrap();
-        assert_eq!(e.to_string(), "unknown model ceph; known: (none registered yet)");
+        assert_eq!(e.to_string(), "unknown model ceph; known: hip-tha");
         let r = Registry::with(vec![
             ModelEntry { name: "kidney-us", summary: "", build: never },
             ModelEntry { name: "hip-ssd", summary: "", build: never },

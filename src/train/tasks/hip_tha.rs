@@ -1,0 +1,302 @@
+//! `ainode train hip-tha` / `ainode eval hip-tha`: the SSD512 keypoint model on
+//! the synthetic post-THA radiographs of `ainode data synth hip-tha`.
+//!
+//! Data layout: `DIR/train/` and `DIR/test/`, each holding `case_NNNNN.dcm`
+//! with its `case_NNNNN.json` labels (the generator's output; the fixed test
+//! split is seed 1). Every image goes through the model's own pre-processing
+//! once and is kept in memory (512 x 512 f32). Evaluation reports the keypoint
+//! error in mm, the MAE of the four parameters computed from the predicted
+//! points, the agreement of each risk rule, and risk flags on cases without a
+//! prosthesis (which must be none).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::json;
+
+use crate::imaging::decode::{decode_object, open, ColorMode};
+use crate::imaging::geometry::{pixel_spacing, SpacingSource};
+use crate::models::hip_tha::{preprocess, HipInput, HipPreprocessConfig, HipSsd, HipSsdConfig};
+use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, Risk};
+use crate::synth::hip_tha::HipCase;
+use crate::train::data::rng::Rng;
+use crate::train::metrics::{LandmarkConfig, LandmarkEval, Metrics, ParameterEval};
+use crate::train::registry::TaskOptions;
+use crate::train::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TrainTask};
+use crate::train::trainer::TrainConfig;
+
+/// Architecture and pre-processing, stored in `hip-tha.json`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HipTaskConfig {
+    pub network: HipSsdConfig,
+    pub preprocess: HipPreprocessConfig,
+    /// Share of the training split held out for validation.
+    pub validation_fraction: f64,
+}
+
+struct Case {
+    id: String,
+    input: HipInput,
+    /// Ground truth in network-input pixels (index convention).
+    points_input: Vec<Option<[f64; 2]>>,
+    labels: HipCase,
+}
+
+pub struct HipTask {
+    cfg: HipTaskConfig,
+    net: HipSsd,
+    varmap: VarMap,
+    device: Device,
+    train: Vec<Case>,
+    val: Vec<Case>,
+    test: Vec<Case>,
+    hash: String,
+}
+
+fn load_split(dir: &Path, cfg: &HipTaskConfig) -> anyhow::Result<Vec<Case>> {
+    let mut jsons: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("case_")))
+        .collect();
+    jsons.sort();
+    let mut cases = Vec::with_capacity(jsons.len());
+    for j in jsons {
+        let labels: HipCase = serde_json::from_slice(&std::fs::read(&j)?).with_context(|| format!("{}: not a hip-tha label file", j.display()))?;
+        let dcm = dir.join(&labels.file);
+        let obj = open(&dcm)?;
+        let sp = pixel_spacing(&obj);
+        if sp.source == SpacingSource::Unknown {
+            bail!("{}: no Pixel Spacing / Imager Pixel Spacing; hip-tha measures in mm", dcm.display());
+        }
+        let img = decode_object(&obj, ColorMode::Luminance)?;
+        let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &cfg.preprocess).with_context(|| format!("pre-processing {}", dcm.display()))?;
+        let points_input = (0..10).map(|k| labels.points_mm.get(k).map(|p| input.from_source_mm(p))).collect();
+        cases.push(Case { id: labels.file.clone(), input, points_input, labels });
+    }
+    Ok(cases)
+}
+
+impl HipTask {
+    pub fn open(opts: &TaskOptions) -> anyhow::Result<HipTask> {
+        let cfg: HipTaskConfig = match &opts.architecture {
+            Some(v) => serde_json::from_value(v.clone()).context("hip-tha architecture config")?,
+            None => HipTaskConfig { validation_fraction: 0.1, ..Default::default() },
+        };
+        let (train_dir, test_dir) = (opts.data_dir.join("train"), opts.data_dir.join("test"));
+        for d in [&train_dir, &test_dir] {
+            if !d.is_dir() {
+                bail!("{} missing: make it with `ainode data synth hip-tha --out {} --seed {} --count N`", d.display(), d.display(), if d == &test_dir { 1 } else { 0 });
+            }
+        }
+        let mut all = load_split(&train_dir, &cfg)?;
+        let test = load_split(&test_dir, &cfg)?;
+        // validation carve-out: a seeded choice of whole cases
+        let order = Rng::stream(crate::train::data::rng::Purpose::ValidationSplit, opts.seed, 0, 0).permutation(all.len());
+        let n_val = ((all.len() as f64 * cfg.validation_fraction).round() as usize).min(all.len().saturating_sub(1));
+        let val_ids: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
+        let mut train = Vec::new();
+        let mut val = Vec::new();
+        for (i, c) in all.drain(..).enumerate() {
+            if val_ids.contains(&i) {
+                val.push(c)
+            } else {
+                train.push(c)
+            }
+        }
+        let files: Vec<PathBuf> = train.iter().chain(&val).map(|c| PathBuf::from("train").join(&c.id)).collect();
+        let hash = crate::models::weights::training_data_hash(&opts.data_dir, &files)?;
+        let varmap = VarMap::new();
+        let net = HipSsd::load(VarBuilder::from_varmap(&varmap, DType::F32, &opts.device), &cfg.network)?;
+        crate::models::init::seeded_init(&varmap, opts.seed)?;
+        Ok(HipTask { cfg, net, varmap, device: opts.device.clone(), train, val, test, hash })
+    }
+
+    fn batch(&self, cases: &[&Case], augment: Option<(u64, u64)>, indices: &[usize]) -> anyhow::Result<Tensor> {
+        let n = self.cfg.network.input_size;
+        let mut data = Vec::with_capacity(cases.len() * n * n);
+        for (c, &i) in cases.iter().zip(indices) {
+            match augment {
+                // intensity augmentations only: geometry is part of the labels
+                Some((seed, epoch)) => {
+                    let mut rng = Rng::for_sample(seed, epoch, i as u64);
+                    let (gain, bias, gamma) = (rng.range(0.8, 1.2), rng.range(-0.1, 0.1), rng.range(0.7, 1.4));
+                    let noise = rng.range(0.0, 0.03);
+                    data.extend(c.input.pixels.iter().map(|&v| {
+                        let v = ((v as f64).clamp(0.0, 1.0).powf(gamma) * gain + bias + noise * rng.normal()).clamp(0.0, 1.0);
+                        v as f32
+                    }));
+                }
+                None => data.extend_from_slice(&c.input.pixels),
+            }
+        }
+        Ok(Tensor::from_vec(data, (cases.len(), 1, n, n), &self.device)?)
+    }
+
+    fn split(&self, split: EvalSplit) -> &[Case] {
+        match split {
+            EvalSplit::Train => &self.train,
+            EvalSplit::Val => &self.val,
+            EvalSplit::Test => &self.test,
+        }
+    }
+}
+
+impl TrainTask for HipTask {
+    fn name(&self) -> &str {
+        "hip-tha"
+    }
+
+    fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    fn num_train(&self) -> usize {
+        self.train.len()
+    }
+
+    fn train_step(&mut self, samples: &[usize], ctx: &StepContext) -> anyhow::Result<StepLoss> {
+        let cases: Vec<&Case> = samples.iter().map(|&i| &self.train[i]).collect();
+        let x = self.batch(&cases, Some((ctx.seed, ctx.epoch as u64)), samples)?;
+        let targets: Vec<Vec<Option<[f64; 2]>>> = cases.iter().map(|c| c.points_input.clone()).collect();
+        let loss = self.net.loss(&x, &targets)?;
+        let total = loss.total()?;
+        Ok(StepLoss::new(total).with_part("cls", &loss.classification).with_part("loc", &loss.localization))
+    }
+
+    fn evaluate(&mut self, split: EvalSplit) -> anyhow::Result<Metrics> {
+        let names: Vec<String> = self.cfg.network.points.clone();
+        let mut landmarks = LandmarkEval::new(names.clone(), LandmarkConfig::default());
+        let mut params = ParameterEval::new();
+        let rules = HipRiskRules::default();
+        let (mut agree, mut assessed) = ([0usize; 4], [0usize; 4]);
+        let mut negative_flags = 0usize;
+        let mut negatives = 0usize;
+        let cases = self.split(split);
+        for chunk in cases.chunks(4) {
+            let refs: Vec<&Case> = chunk.iter().collect();
+            let idx: Vec<usize> = (0..refs.len()).collect();
+            let x = self.batch(&refs, None, &idx)?;
+            for (case, kps) in chunk.iter().zip(self.net.keypoints_with_threshold(&x, 0.0)?) {
+                // predicted points in source mm
+                let mut pred = HipPoints::default();
+                let mut pred_mm = Vec::with_capacity(names.len());
+                for (k, kp) in kps.iter().enumerate() {
+                    let p = kp.map(|kp| case.input.to_source_mm(kp.xy));
+                    pred_mm.push(p.unwrap_or([f64::NAN, f64::NAN]));
+                    if kp.is_some_and(|kp| kp.score >= self.cfg.network.min_score) {
+                        pred.set(k, p);
+                    }
+                }
+                let truth: Vec<Option<[f64; 2]>> = (0..names.len()).map(|k| case.labels.points_mm.get(k)).collect();
+                landmarks.add_image(&pred_mm, &truth, Some([1.0, 1.0]))?;
+                let got = HipParameters::from_points(&pred);
+                let want = &case.labels.parameters;
+                for (name, unit, g, w) in [
+                    ("abduction", "deg", &got.abduction_deg, &want.abduction_deg),
+                    ("coverage", "%", &got.coverage_pct, &want.coverage_pct),
+                    ("vertical_offset", "mm", &got.vertical_offset_mm, &want.vertical_offset_mm),
+                    ("horizontal_offset", "mm", &got.horizontal_offset_mm, &want.horizontal_offset_mm),
+                ] {
+                    if let (Some(g), Some(w)) = (g.value(), w.value()) {
+                        params.add(name, unit, g, w);
+                    }
+                }
+                let (gr, wr) = (rules.assess(&got), case.labels.risks);
+                let pairs = [(gr.abduction, wr.abduction), (gr.coverage, wr.coverage), (gr.vertical, wr.vertical), (gr.horizontal, wr.horizontal)];
+                if case.labels.side.is_none() {
+                    negatives += 1;
+                    if pairs.iter().any(|(g, _)| !matches!(g, Risk::Acceptable | Risk::NotAssessed)) {
+                        negative_flags += 1;
+                    }
+                } else {
+                    for (r, (g, w)) in pairs.iter().enumerate() {
+                        if *w != Risk::NotAssessed {
+                            assessed[r] += 1;
+                            agree[r] += usize::from(g == w);
+                        }
+                    }
+                }
+            }
+        }
+        let mut m = landmarks.metrics();
+        m.extend(params.metrics());
+        for (r, name) in ["abduction", "coverage", "vertical", "horizontal"].iter().enumerate() {
+            m.set(format!("risk_accuracy.{name}"), if assessed[r] > 0 { agree[r] as f64 / assessed[r] as f64 } else { f64::NAN });
+        }
+        m.set("negatives", negatives as f64);
+        m.set("negatives_flagged", negative_flags as f64);
+        Ok(m)
+    }
+
+    fn primary_metric(&self) -> MetricGoal {
+        MetricGoal::lower("mre_mm")
+    }
+
+    fn describe(&self) -> ModelDescription {
+        ModelDescription {
+            architecture: serde_json::to_value(&self.cfg).expect("config serialises"),
+            class_names: std::iter::once("background".to_string()).chain(self.cfg.network.points.iter().cloned()).collect(),
+            landmark_names: self.cfg.network.points.clone(),
+            preprocessing: json!(self.cfg.preprocess),
+            summary: "SSD512 (VGG16) keypoint detector for the ten points of a hip after total hip arthroplasty".into(),
+        }
+    }
+
+    fn data(&self) -> DataDescription {
+        DataDescription {
+            source: "ainode data synth hip-tha (synthetic AP pelvis radiographs; train seed 0, test seed 1)".into(),
+            split: format!("train {} / validation {} (seeded carve-out) / test {}", self.train.len(), self.val.len(), self.test.len()),
+            counts: vec![("train".into(), self.train.len()), ("val".into(), self.val.len()), ("test".into(), self.test.len())],
+            licence: "generated by ainode (no third-party data)".into(),
+            hash: self.hash.clone(),
+        }
+    }
+
+    fn train_defaults(&self) -> TrainConfig {
+        TrainConfig { epochs: 60, batch_size: 8, micro_batch: 2, ..TrainConfig::default() }
+    }
+}
+
+pub fn build(opts: &TaskOptions) -> anyhow::Result<Box<dyn TrainTask>> {
+    Ok(Box::new(HipTask::open(opts)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::hip_tha::{write_dataset, HipSynthConfig};
+
+    #[test]
+    fn trains_and_evaluates_on_generated_cases() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let gen = HipSynthConfig { spacing_mm: (0.4, 0.4), render_spacing_mm: 0.4, negative_share: 0.3, ..Default::default() };
+        write_dataset(&gen, &dir.path().join("train"), 0, 6)?;
+        write_dataset(&gen, &dir.path().join("test"), 1, 3)?;
+        let arch = HipTaskConfig {
+            network: HipSsdConfig { width_mult: 0.0625, ..Default::default() },
+            validation_fraction: 0.2,
+            ..Default::default()
+        };
+        let opts = TaskOptions { data_dir: dir.path().to_path_buf(), device: Device::Cpu, seed: 4, architecture: Some(serde_json::to_value(&arch)?) };
+        let mut task = HipTask::open(&opts)?;
+        assert_eq!((task.num_train(), task.val.len(), task.test.len()), (5, 1, 3));
+        // the labels survive pre-processing: every true point maps inside the input
+        for c in task.train.iter().chain(&task.test) {
+            for p in c.points_input.iter().flatten() {
+                assert!(p[0] > 0.0 && p[1] > 0.0 && p[0] < 511.0 && p[1] < 511.0, "{}: {p:?}", c.id);
+            }
+        }
+        let loss = task.train_step(&[0, 1], &StepContext { epoch: 0, step: 0, seed: 4 })?;
+        assert!(loss.total.to_scalar::<f32>()?.is_finite());
+        let m = task.evaluate(EvalSplit::Test)?;
+        for key in ["mre_mm", "risk_accuracy.abduction", "negatives", "negatives_flagged"] {
+            assert!(m.get(key).is_some(), "{key} missing from {m}");
+        }
+        assert_eq!(m.get("negatives").unwrap() as usize, task.test.iter().filter(|c| c.labels.side.is_none()).count());
+        Ok(())
+    }
+}
