@@ -9,8 +9,8 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::blocks::anchors::SsdPriorConfig;
-use super::blocks::boxes::{boxes_tensor, Annotations};
-use super::blocks::postprocess::{best_per_class, ssd_detections, DetectionConfig};
+use super::blocks::boxes::{boxes_tensor, Annotations, BoxCoder};
+use super::blocks::norm::softmax;
 use super::blocks::ssd_loss::{multibox_loss, MultiboxConfig, MultiboxLoss};
 use super::blocks::vgg::{MultiboxHead, VggSsd, VggSsdConfig};
 use crate::train::data::resample::AxisMap;
@@ -145,26 +145,30 @@ impl HipSsd {
     }
 
     /// As `keypoints`, with another score threshold (0 = always the best box).
+    /// For each class: the default box with the highest probability of that
+    /// class, decoded; its centre is the keypoint.
     pub fn keypoints_with_threshold(&self, x: &Tensor, min_score: f64) -> Result<Vec<Vec<Option<Keypoint>>>> {
         let (cls, loc) = self.forward(x)?;
         let n = cls.dim(0)?;
-        let s = self.cfg.input_size;
-        let det_cfg = DetectionConfig { score_threshold: min_score, ..DetectionConfig::ssd() };
+        let coder = BoxCoder::ssd(self.cfg.multibox().variances);
+        let priors = self.priors_px.to_dtype(DType::F32)?;
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let dets = ssd_detections(&cls.get(i)?, &loc.get(i)?, &self.priors_px, (s, s), self.cfg.multibox().variances, &det_cfg)?;
-            let best = best_per_class(&dets, self.cfg.num_classes());
-            out.push(
-                best[1..]
-                    .iter()
-                    .map(|d| {
-                        d.map(|d| Keypoint {
-                            xy: [((d.bbox[0] + d.bbox[2]) / 2.0) as f64, ((d.bbox[1] + d.bbox[3]) / 2.0) as f64],
-                            score: d.score as f64,
-                        })
-                    })
-                    .collect(),
-            );
+            let probs = softmax(&cls.get(i)?.detach().to_dtype(DType::F32)?, 1)?;
+            let best = probs.argmax(0)?.to_vec1::<u32>()?; // per class
+            let scores = probs.max(0)?.to_vec1::<f32>()?;
+            let mut points = Vec::with_capacity(self.cfg.points.len());
+            for k in 1..self.cfg.num_classes() {
+                if (scores[k] as f64) < min_score {
+                    points.push(None);
+                    continue;
+                }
+                let j = best[k] as usize;
+                let deltas = loc.get(i)?.narrow(0, j, 1)?.detach().to_dtype(DType::F32)?;
+                let b = coder.decode(&deltas, &priors.narrow(0, j, 1)?)?.flatten_all()?.to_vec1::<f32>()?;
+                points.push(Some(Keypoint { xy: [((b[0] + b[2]) / 2.0) as f64, ((b[1] + b[3]) / 2.0) as f64], score: scores[k] as f64 }));
+            }
+            out.push(points);
         }
         Ok(out)
     }
