@@ -7,6 +7,8 @@
 //! only with ops whose gradients candle computes, and every one has a
 //! finite-difference gradient test (`testing::gradcheck`). conv2d backward
 //! with stride > 1 breaks on mixed-parity maps: use `conv::conv2d`/`Conv2d`.
+//! candle's max_pool2d backward is wrong even for kernel == stride (the
+//! gradient is scaled by 1/k^2): use `pool::max_pool2d`.
 
 pub mod anchors;
 pub mod attention;

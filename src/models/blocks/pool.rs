@@ -1,6 +1,9 @@
 //! Max and average pooling with padding and any kernel/stride (candle's
 //! pooling backward only works when kernel == stride). Each kernel offset is
 //! gathered with `index_select` (differentiable), then reduced elementwise.
+//! Non-overlapping windows without padding take a fast path on the input
+//! cropped to whole windows: candle's avg_pool2d (exact backward there) and a
+//! max over reshaped window axes (candle's max_pool2d backward is wrong).
 
 use candle_core::{Result, Tensor};
 
@@ -34,9 +37,21 @@ fn windows(xp: &Tensor, oh: usize, ow: usize, cfg: &Pool2dConfig) -> Result<Vec<
 }
 
 /// Average pooling; padding counts as zeros (PyTorch's count_include_pad).
+/// The input cropped to whole windows when candle's own pooling is exact
+/// (kernel == stride, no padding); None otherwise.
+fn native_input(x: &Tensor, cfg: &Pool2dConfig, oh: usize, ow: usize) -> Result<Option<Tensor>> {
+    if cfg.kernel != cfg.stride || cfg.padding != 0 || cfg.kernel == 1 {
+        return Ok(None);
+    }
+    Ok(Some(x.narrow(2, 0, oh * cfg.kernel)?.narrow(3, 0, ow * cfg.kernel)?.contiguous()?))
+}
+
 pub fn avg_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = (out_len(h, cfg)?, out_len(w, cfg)?);
+    if let Some(xc) = native_input(x, cfg, oh, ow)? {
+        return xc.avg_pool2d(cfg.kernel);
+    }
     let xp = x.pad_with_zeros(2, cfg.padding, cfg.padding)?.pad_with_zeros(3, cfg.padding, cfg.padding)?;
     let mut it = windows(&xp, oh, ow, cfg)?.into_iter();
     let mut acc = it.next().expect("kernel >= 1");
@@ -50,6 +65,14 @@ pub fn avg_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
 pub fn max_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = (out_len(h, cfg)?, out_len(w, cfg)?);
+    if let Some(xc) = native_input(x, cfg, oh, ow)? {
+        // not candle's max_pool2d: its backward multiplies where it should
+        // divide by the tie count (gradient 1/k^2 of the truth); a max over
+        // reshaped window axes has an exact backward
+        let (n, c, _, _) = xc.dims4()?;
+        let k = cfg.kernel;
+        return xc.reshape((n, c, oh, k, ow, k))?.max(5)?.max(3);
+    }
     let p = cfg.padding;
     let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
     let xp = if p > 0 {
@@ -153,6 +176,24 @@ mod tests {
         let t = det_tensor(&[1, 2, 3, 2], 42);
         assert!(gradcheck(&x, |x| (avg_pool2d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
         assert!(gradcheck(&x, |x| (max_pool2d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn non_overlapping_windows_on_odd_sizes_match_the_general_path() -> Result<()> {
+        let x = det_tensor(&[2, 3, 7, 9], 61);
+        let cfg = Pool2dConfig { kernel: 2, stride: 2, padding: 0 };
+        let windows_max = |x: &Tensor| -> Result<Tensor> {
+            let w = windows(x, 3, 4, &cfg)?;
+            w[0].maximum(&w[1])?.maximum(&w[2])?.maximum(&w[3])
+        };
+        let fast = max_pool2d(&x, &cfg)?;
+        assert_eq!(fast.dims(), &[2, 3, 3, 4]);
+        let diff = (fast - windows_max(&x)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff == 0.0);
+        let t = det_tensor(&[2, 3, 3, 4], 62);
+        assert!(gradcheck(&x, |x| (max_pool2d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
+        assert!(gradcheck(&x, |x| (avg_pool2d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
         Ok(())
     }
 
