@@ -67,7 +67,13 @@ if [ ! -f "$STAMP" ] || ! cmp -s "$REQ" "$STAMP"; then
   cp "$REQ" "$STAMP"
 fi
 
-# --- (c) build and unit tests ------------------------------------------------------------
+# --- (c) formatting, build and unit tests -------------------------------------------------
+if cargo fmt --version >/dev/null 2>&1; then
+  log "cargo fmt --check"
+  cargo fmt --check
+else
+  log "cargo fmt not installed with this toolchain: formatting not checked"
+fi
 log "cargo build --release --locked"
 cargo build --release --locked
 log "cargo test --release --locked"

@@ -195,27 +195,18 @@ pub struct RuleMatch {
 impl Config {
     /// Loads the embedded default, merges `path` over it when given, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut merged: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse {
-            origin: "(embedded default)".into(),
-            message: e.to_string(),
-        })?;
+        let mut merged: toml::Value =
+            toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse { origin: "(embedded default)".into(), message: e.to_string() })?;
         let origin = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
-                let user: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    origin: p.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let user: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse { origin: p.display().to_string(), message: e.to_string() })?;
                 merge(&mut merged, user);
                 p.display().to_string()
             }
             None => "(embedded default)".to_string(),
         };
-        let cfg: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-            origin: origin.clone(),
-            message: e.to_string(),
-        })?;
+        let cfg: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Parse { origin: origin.clone(), message: e.to_string() })?;
         cfg.validate(&origin)?;
         Ok(cfg)
     }
@@ -223,12 +214,9 @@ impl Config {
     /// Parses a complete config from text (tests and examples).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let mut merged: toml::Value = toml::from_str(DEFAULT_TOML).expect("embedded default parses");
-        let user: toml::Value = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { origin: "(text)".into(), message: e.to_string() })?;
+        let user: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Parse { origin: "(text)".into(), message: e.to_string() })?;
         merge(&mut merged, user);
-        let cfg: Config = merged
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse { origin: "(text)".into(), message: e.to_string() })?;
+        let cfg: Config = merged.try_into().map_err(|e: toml::de::Error| ConfigError::Parse { origin: "(text)".into(), message: e.to_string() })?;
         cfg.validate("(text)")?;
         Ok(cfg)
     }
@@ -242,11 +230,7 @@ impl Config {
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |field: &str, reason: String| ConfigError::Invalid {
-            origin: origin.to_string(),
-            field: field.to_string(),
-            reason,
-        };
+        let bad = |field: &str, reason: String| ConfigError::Invalid { origin: origin.to_string(), field: field.to_string(), reason };
         check_ae("node.ae_title", &self.node.ae_title).map_err(|r| bad("node.ae_title", r))?;
         if self.node.max_associations == 0 {
             return Err(bad("node.max_associations", "must be at least 1".into()));
@@ -339,10 +323,7 @@ impl Config {
             if let Some(p) = &r.analyze {
                 let known = crate::pipelines::names();
                 if !known.contains(&p.as_str()) {
-                    return Err(bad(
-                        &format!("{f}.analyze"),
-                        format!("unknown pipeline `{p}`; available: [{}]", known.join(", ")),
-                    ));
+                    return Err(bad(&format!("{f}.analyze"), format!("unknown pipeline `{p}`; available: [{}]", known.join(", "))));
                 }
             }
             if r.analyze.is_none() && !r.send_to.is_empty() {
@@ -351,22 +332,13 @@ impl Config {
             if r.analyze.is_none() && r.forward_to.is_empty() {
                 return Err(bad(&format!("{f}"), "a rule needs forward_to and/or analyze".into()));
             }
-            for (key, pattern) in [
-                ("match.series_description", &r.matcher.series_description),
-                ("match.study_description", &r.matcher.study_description),
-            ] {
+            for (key, pattern) in [("match.series_description", &r.matcher.series_description), ("match.study_description", &r.matcher.study_description)] {
                 if let Some(p) = pattern {
-                    regex::RegexBuilder::new(p)
-                        .case_insensitive(true)
-                        .build()
-                        .map_err(|e| bad(&format!("{f}.{key}"), e.to_string()))?;
+                    regex::RegexBuilder::new(p).case_insensitive(true).build().map_err(|e| bad(&format!("{f}.{key}"), e.to_string()))?;
                 }
             }
             for p in &r.expected_series {
-                regex::RegexBuilder::new(p)
-                    .case_insensitive(true)
-                    .build()
-                    .map_err(|e| bad(&format!("{f}.expected_series"), e.to_string()))?;
+                regex::RegexBuilder::new(p).case_insensitive(true).build().map_err(|e| bad(&format!("{f}.expected_series"), e.to_string()))?;
             }
         }
         Ok(())
@@ -402,9 +374,7 @@ fn check_ae(_field: &str, ae: &str) -> Result<(), String> {
 }
 
 pub fn is_uid(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.split('.').all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+    !s.is_empty() && s.len() <= 64 && s.split('.').all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]

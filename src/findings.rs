@@ -162,10 +162,7 @@ pub struct SourceGrid {
 impl SourceGrid {
     /// True when the grid has patient geometry (FoR, orientation, positions, spacing).
     pub fn has_patient_geometry(&self) -> bool {
-        self.frame_of_reference_uid.is_some()
-            && self.orientation.is_some()
-            && self.pixel_spacing.is_some()
-            && self.frames.iter().all(|f| f.position.is_some())
+        self.frame_of_reference_uid.is_some() && self.orientation.is_some() && self.pixel_spacing.is_some() && self.frames.iter().all(|f| f.position.is_some())
     }
 
     /// Unit normal of the image planes (row x column), when oriented.
@@ -197,11 +194,7 @@ impl SourceGrid {
         let o = self.orientation?;
         let [dr, dc] = self.pixel_spacing?;
         let p = self.frames.get(f)?.position?;
-        Some([
-            p[0] + o[0] * dc * col + o[3] * dr * row,
-            p[1] + o[1] * dc * col + o[4] * dr * row,
-            p[2] + o[2] * dc * col + o[5] * dr * row,
-        ])
+        Some([p[0] + o[0] * dc * col + o[3] * dr * row, p[1] + o[1] * dc * col + o[4] * dr * row, p[2] + o[2] * dc * col + o[5] * dr * row])
     }
 
     pub fn frame_len(&self) -> usize {
@@ -484,14 +477,7 @@ pub struct Findings {
 
 impl Findings {
     pub fn new(algorithm: AlgorithmIdentity) -> Findings {
-        Findings {
-            algorithm,
-            procedure_reported: None,
-            landmarks: Vec::new(),
-            lesions: Vec::new(),
-            groups: Vec::new(),
-            evaluations: Vec::new(),
-        }
+        Findings { algorithm, procedure_reported: None, landmarks: Vec::new(), lesions: Vec::new(), groups: Vec::new(), evaluations: Vec::new() }
     }
 
     /// True when any geometry is in patient space (needs Comprehensive 3D SR).
@@ -612,7 +598,11 @@ mod tests {
 
     #[test]
     fn grid_from_volume() {
-        let src = |k: usize| crate::imaging::SourceFrame { sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(), sop_instance_uid: format!("1.5.{k}"), frame_number: None };
+        let src = |k: usize| crate::imaging::SourceFrame {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            sop_instance_uid: format!("1.5.{k}"),
+            frame_number: None,
+        };
         let vol = crate::imaging::Volume {
             dims: [5, 3, 2],
             data: [0.0, 1.0, 2.0].repeat(10),

@@ -48,11 +48,7 @@ struct AppState {
 
 pub async fn serve(cfg: Arc<Config>, spool: Spool, jobs: JobQueue, metrics: Arc<Metrics>, listener: tokio::net::TcpListener) {
     let state = AppState { cfg, spool, jobs, metrics, started: Instant::now() };
-    let app = Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics_text))
-        .route("/", get(status_page))
-        .with_state(state);
+    let app = Router::new().route("/health", get(health)).route("/metrics", get(metrics_text)).route("/", get(status_page)).with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::warn!("HTTP server stopped: {e}");
     }

@@ -27,7 +27,8 @@ pub struct Job {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, kind, study_uid, rule, destination, pipeline, generation, state, attempts, last_error, instances, next_attempt_at, created_at, updated_at";
+const COLUMNS: &str =
+    "id, kind, study_uid, rule, destination, pipeline, generation, state, attempts, last_error, instances, next_attempt_at, created_at, updated_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
@@ -116,10 +117,9 @@ impl JobQueue {
     }
 
     pub fn finish(&self, id: i64, instances: i64) -> rusqlite::Result<()> {
-        self.index.conn().execute(
-            "UPDATE jobs SET state = 'done', last_error = NULL, instances = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, instances, now_ms()],
-        )?;
+        self.index
+            .conn()
+            .execute("UPDATE jobs SET state = 'done', last_error = NULL, instances = ?2, updated_at = ?3 WHERE id = ?1", params![id, instances, now_ms()])?;
         Ok(())
     }
 

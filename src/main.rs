@@ -12,10 +12,10 @@ use ainode::dimse::{uids, RemoteAe};
 use ainode::jobs::JobQueue;
 use ainode::models::device::DeviceSpec;
 use ainode::models::weights::StorageDtype;
+use ainode::spool::{Index, StoredInstance};
 use ainode::train::commands::{self as train_cmd, EvalCommand, TrainCommand};
 use ainode::train::registry::Registry;
 use ainode::train::EvalSplit;
-use ainode::spool::{Index, StoredInstance};
 
 #[derive(Parser)]
 #[command(name = "ainode", version, about = "DICOM node: receive, route, forward and analyse studies")]
@@ -282,12 +282,7 @@ fn main() {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("AINODE_LOG").unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -358,10 +353,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             use ainode::encode::commands;
             let settings = ainode::encode::EncoderSettings::from_config(&load()?);
             let w = match what {
-                EncodeCmd::Seg { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames } => commands::seg(
-                    settings,
-                    &commands::SegCommand { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames },
-                )?,
+                EncodeCmd::Seg { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames } => {
+                    commands::seg(settings, &commands::SegCommand { series, labelmap, segments, out, pipeline, model_version, allow_empty, omit_empty_frames })?
+                }
                 EncodeCmd::Sr { evidence, report, out, pipeline } => commands::sr(settings, &commands::SrCommand { evidence, report, out, pipeline })?,
                 EncodeCmd::Sc { source, image, description, pixel_spacing, rescale, window, out, pipeline, model_version } => {
                     let rescale = rescale.as_deref().map(parse_rescale).transpose()?;
@@ -456,7 +450,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         let dest = if j.kind == "forward" { j.destination.clone() } else { j.pipeline.clone() };
                         println!(
                             "{:>5}  {:8} {:8} {:>3}  {:12} {:>5}  {:44} {}",
-                            j.id, j.kind, j.state, j.attempts, dest, j.instances, j.study_uid, j.last_error.unwrap_or_default()
+                            j.id,
+                            j.kind,
+                            j.state,
+                            j.attempts,
+                            dest,
+                            j.instances,
+                            j.study_uid,
+                            j.last_error.unwrap_or_default()
                         );
                     }
                 }

@@ -233,12 +233,20 @@ impl<R: Skip> Walker<R> {
     }
 
     fn u16(&self, b: &[u8]) -> u16 {
-        if self.big { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) }
+        if self.big {
+            u16::from_be_bytes([b[0], b[1]])
+        } else {
+            u16::from_le_bytes([b[0], b[1]])
+        }
     }
 
     fn u32(&self, b: &[u8]) -> u32 {
         let a = [b[0], b[1], b[2], b[3]];
-        if self.big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
+        if self.big {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        }
     }
 
     fn skip(&mut self, n: u64) -> Result<(), String> {

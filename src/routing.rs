@@ -123,9 +123,10 @@ impl Router {
 
     /// True when some matching rule lists expected series and all are present.
     pub fn expected_series_present(&self, study: &StudySummary) -> bool {
-        self.rules.iter().filter(|r| !r.expected_series.is_empty() && self.matches(r, study)).any(|r| {
-            r.expected_series.iter().all(|re| study.series.iter().any(|s| re.is_match(&s.series_description)))
-        })
+        self.rules
+            .iter()
+            .filter(|r| !r.expected_series.is_empty() && self.matches(r, study))
+            .any(|r| r.expected_series.iter().all(|re| study.series.iter().any(|s| re.is_match(&s.series_description))))
     }
 }
 
@@ -210,9 +211,7 @@ mod tests {
 
     #[test]
     fn expected_series() {
-        let r = Router::new(&cfg(
-            "[[rules]]\nname=\"r\"\nmatch={modality=[\"CT\"]}\nexpected_series=[\"arterial\",\"venous\"]\nforward_to=[\"a\"]\n",
-        ));
+        let r = Router::new(&cfg("[[rules]]\nname=\"r\"\nmatch={modality=[\"CT\"]}\nexpected_series=[\"arterial\",\"venous\"]\nforward_to=[\"a\"]\n"));
         assert!(!r.expected_series_present(&study(&[("CT", "", "Arterial")], "")));
         assert!(r.expected_series_present(&study(&[("CT", "", "Arterial"), ("CT", "", "Portal venous")], "")));
     }

@@ -113,9 +113,7 @@ impl Command {
     }
 
     pub fn str(&self, t: u32) -> Option<String> {
-        self.elements.get(&t).map(|v| {
-            String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).trim_start().to_string()
-        })
+        self.elements.get(&t).map(|v| String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).trim_start().to_string())
     }
 
     pub fn command_field(&self) -> Result<u16, CommandError> {
@@ -168,9 +166,7 @@ impl Command {
 
     pub fn c_echo_rq(message_id: u16) -> Command {
         let mut c = Command::new(C_ECHO_RQ);
-        c.set_str(tag::AFFECTED_SOP_CLASS_UID, super::uids::VERIFICATION)
-            .set_u16(tag::MESSAGE_ID, message_id)
-            .set_u16(tag::DATA_SET_TYPE, NO_DATA_SET);
+        c.set_str(tag::AFFECTED_SOP_CLASS_UID, super::uids::VERIFICATION).set_u16(tag::MESSAGE_ID, message_id).set_u16(tag::DATA_SET_TYPE, NO_DATA_SET);
         c
     }
 }

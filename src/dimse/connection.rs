@@ -212,12 +212,7 @@ fn parse_pdata(body: &[u8]) -> Result<Vec<Pdv>, ConnError> {
         }
         let context_id = body[pos + 4];
         let mch = body[pos + 5];
-        pdvs.push(Pdv {
-            context_id,
-            is_command: mch & 1 == 1,
-            is_last: mch & 2 == 2,
-            data: body[pos + 6..pos + 4 + item_len].to_vec(),
-        });
+        pdvs.push(Pdv { context_id, is_command: mch & 1 == 1, is_last: mch & 2 == 2, data: body[pos + 6..pos + 4 + item_len].to_vec() });
         pos += 4 + item_len;
     }
     if pdvs.is_empty() {

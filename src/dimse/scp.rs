@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use dicom_ul::pdu::{
     AbortRQServiceProviderReason, AssociationAC, AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJServiceUserReason, AssociationRJSource, AssociationRQ, Pdu, PresentationContextResult,
-    PresentationContextResultReason, UserVariableItem,
+    AssociationRJServiceUserReason, AssociationRJSource, AssociationRQ, Pdu, PresentationContextResult, PresentationContextResultReason, UserVariableItem,
 };
 use tokio::net::TcpListener;
 use tracing::{debug, error, info, warn, Instrument};
@@ -123,11 +122,7 @@ impl Scp {
                 return;
             }
         };
-        let peer_max_pdu = rq
-            .user_variables
-            .iter()
-            .find_map(|v| if let UserVariableItem::MaxLength(m) = v { Some(*m) } else { None })
-            .unwrap_or(0);
+        let peer_max_pdu = rq.user_variables.iter().find_map(|v| if let UserVariableItem::MaxLength(m) = v { Some(*m) } else { None }).unwrap_or(0);
         info!(
             peer = %peer,
             contexts = contexts.len(),
@@ -180,9 +175,7 @@ impl Scp {
         let calling = rq.calling_ae_title.trim();
         if !self.cfg.accept.is_empty() {
             let ip = peer.ip().to_string();
-            let allowed = self.cfg.accept.iter().any(|a| {
-                (a.calling_ae.is_empty() || a.calling_ae.trim() == calling) && (a.host.is_empty() || a.host == ip)
-            });
+            let allowed = self.cfg.accept.iter().any(|a| (a.calling_ae.is_empty() || a.calling_ae.trim() == calling) && (a.host.is_empty() || a.host == ip));
             if !allowed {
                 return reject(
                     AssociationRJResult::Permanent,
@@ -212,14 +205,14 @@ impl Scp {
         let mut contexts = Vec::new();
         for pc in &rq.presentation_contexts {
             let abs = pc.abstract_syntax.trim_end_matches('\0');
-            let known = abs == uids::VERIFICATION
-                || uids::is_standard_storage_sop_class(abs)
-                || node.private_sop_classes.iter().any(|p| p == abs);
-            let chosen = pc
-                .transfer_syntaxes
-                .iter()
-                .map(|t| t.trim_end_matches('\0'))
-                .find(|t| if abs == uids::VERIFICATION { uids::is_uncompressed(t) } else { uids::is_supported_transfer_syntax(t) });
+            let known = abs == uids::VERIFICATION || uids::is_standard_storage_sop_class(abs) || node.private_sop_classes.iter().any(|p| p == abs);
+            let chosen = pc.transfer_syntaxes.iter().map(|t| t.trim_end_matches('\0')).find(|t| {
+                if abs == uids::VERIFICATION {
+                    uids::is_uncompressed(t)
+                } else {
+                    uids::is_supported_transfer_syntax(t)
+                }
+            });
             let (reason, ts) = match (known, chosen) {
                 (false, _) => (PresentationContextResultReason::AbstractSyntaxNotSupported, uids::IMPLICIT_VR_LE.to_string()),
                 (true, None) => (PresentationContextResultReason::TransferSyntaxesNotSupported, uids::IMPLICIT_VR_LE.to_string()),
@@ -249,14 +242,7 @@ impl Scp {
     }
 
     /// The DIMSE loop of one association. Ok on orderly release.
-    async fn serve_messages(
-        &self,
-        conn: &mut Connection,
-        contexts: &[Context],
-        peer_max_pdu: u32,
-        calling: &str,
-        stored: &mut u64,
-    ) -> Result<(), ConnError> {
+    async fn serve_messages(&self, conn: &mut Connection, contexts: &[Context], peer_max_pdu: u32, calling: &str, stored: &mut u64) -> Result<(), ConnError> {
         let idle = Duration::from_secs(self.cfg.node.idle_seconds);
         let mut command_buf: Vec<u8> = Vec::new();
         let mut pending: Option<PendingStore> = None;
@@ -328,7 +314,14 @@ impl Scp {
     }
 
     /// Handles a complete command. Returns the pending store for C-STORE.
-    async fn on_command(&self, conn: &mut Connection, ctx: &Context, cmd: Command, peer_max_pdu: u32, calling: &str) -> Result<Option<PendingStore>, ConnError> {
+    async fn on_command(
+        &self,
+        conn: &mut Connection,
+        ctx: &Context,
+        cmd: Command,
+        peer_max_pdu: u32,
+        calling: &str,
+    ) -> Result<Option<PendingStore>, ConnError> {
         let field = cmd.command_field().map_err(|e| ConnError::Malformed(e.to_string()))?;
         match field {
             command::C_ECHO_RQ => {

@@ -44,12 +44,7 @@ pub struct ScuOptions {
 
 impl Default for ScuOptions {
     fn default() -> Self {
-        ScuOptions {
-            calling_ae: "AINODE".into(),
-            connect_timeout: Duration::from_secs(10),
-            dimse_timeout: Duration::from_secs(60),
-            max_pdu: 262144,
-        }
+        ScuOptions { calling_ae: "AINODE".into(), connect_timeout: Duration::from_secs(10), dimse_timeout: Duration::from_secs(60), max_pdu: 262144 }
     }
 }
 
@@ -101,11 +96,7 @@ impl Association {
         let presentation_contexts: Vec<PresentationContextProposed> = proposals
             .iter()
             .enumerate()
-            .map(|(i, (abs, ts))| PresentationContextProposed {
-                id: (2 * i + 1) as u8,
-                abstract_syntax: abs.clone(),
-                transfer_syntaxes: ts.clone(),
-            })
+            .map(|(i, (abs, ts))| PresentationContextProposed { id: (2 * i + 1) as u8, abstract_syntax: abs.clone(), transfer_syntaxes: ts.clone() })
             .collect();
         let rq = AssociationRQ {
             protocol_version: 1,
@@ -127,16 +118,10 @@ impl Association {
                 let transient = rj.result == dicom_ul::pdu::AssociationRJResult::Transient;
                 return Err(ScuError::Rejected { remote: name, reason: format!("{:?}: {}", rj.result, rj.source), transient });
             }
-            Frame::Other(Pdu::AbortRQ { source }) => {
-                return Err(ScuError::Rejected { remote: name, reason: format!("aborted: {source:?}"), transient: true })
-            }
+            Frame::Other(Pdu::AbortRQ { source }) => return Err(ScuError::Rejected { remote: name, reason: format!("aborted: {source:?}"), transient: true }),
             _ => return Err(ScuError::Protocol { remote: name, reason: "unexpected answer to A-ASSOCIATE-RQ".into() }),
         };
-        let peer_max_pdu = ac
-            .user_variables
-            .iter()
-            .find_map(|v| if let UserVariableItem::MaxLength(m) = v { Some(*m) } else { None })
-            .unwrap_or(0);
+        let peer_max_pdu = ac.user_variables.iter().find_map(|v| if let UserVariableItem::MaxLength(m) = v { Some(*m) } else { None }).unwrap_or(0);
         let accepted = ac
             .presentation_contexts
             .iter()
@@ -173,12 +158,11 @@ impl Association {
     }
 
     pub async fn echo(&mut self) -> Result<u16, ScuError> {
-        let ctx = self
-            .accepted
-            .iter()
-            .find(|a| a.abstract_syntax == uids::VERIFICATION)
-            .map(|a| a.id)
-            .ok_or_else(|| ScuError::NoContext { remote: self.remote.clone(), sop_class: uids::VERIFICATION.into(), ts: "-".into() })?;
+        let ctx = self.accepted.iter().find(|a| a.abstract_syntax == uids::VERIFICATION).map(|a| a.id).ok_or_else(|| ScuError::NoContext {
+            remote: self.remote.clone(),
+            sop_class: uids::VERIFICATION.into(),
+            ts: "-".into(),
+        })?;
         let id = self.message_id();
         let rq = Command::c_echo_rq(id);
         self.send_command(ctx, &rq).await?;
@@ -202,10 +186,7 @@ impl Association {
         } else {
             let bytes = reencode(path, &meta.transfer_syntax, &ctx.transfer_syntax).await?;
             let r = self.remote.clone();
-            self.conn
-                .write_message(ctx.id, false, &bytes, self.peer_max_pdu)
-                .await
-                .map_err(|source| ScuError::Conn { remote: r, source })?;
+            self.conn.write_message(ctx.id, false, &bytes, self.peer_max_pdu).await.map_err(|source| ScuError::Conn { remote: r, source })?;
         }
         let rsp = self.read_response(id).await?;
         let st = rsp.status().map_err(|e| ScuError::Protocol { remote: self.remote.clone(), reason: e.to_string() })?;
@@ -227,10 +208,7 @@ impl Association {
             let n = (left as usize).min(chunk);
             f.read_exact(&mut buf[..n]).await.map_err(io)?;
             left -= n as u64;
-            self.conn
-                .write_pdv(ctx, false, left == 0, &buf[..n])
-                .await
-                .map_err(|source| ScuError::Conn { remote: self.remote.clone(), source })?;
+            self.conn.write_pdv(ctx, false, left == 0, &buf[..n]).await.map_err(|source| ScuError::Conn { remote: self.remote.clone(), source })?;
         }
         Ok(())
     }
@@ -244,19 +222,13 @@ impl Association {
     async fn read_response(&mut self, message_id: u16) -> Result<Command, ScuError> {
         let mut buf = Vec::new();
         loop {
-            let frame = self
-                .conn
-                .read_frame(self.dimse_timeout)
-                .await
-                .map_err(|source| ScuError::Conn { remote: self.remote.clone(), source })?;
+            let frame = self.conn.read_frame(self.dimse_timeout).await.map_err(|source| ScuError::Conn { remote: self.remote.clone(), source })?;
             let pdvs = match frame {
                 Frame::PData(p) => p,
                 Frame::Other(Pdu::AbortRQ { source }) => {
                     return Err(ScuError::Protocol { remote: self.remote.clone(), reason: format!("peer aborted: {source:?}") })
                 }
-                Frame::Other(p) => {
-                    return Err(ScuError::Protocol { remote: self.remote.clone(), reason: format!("unexpected {}", p.short_description()) })
-                }
+                Frame::Other(p) => return Err(ScuError::Protocol { remote: self.remote.clone(), reason: format!("unexpected {}", p.short_description()) }),
             };
             for pdv in pdvs {
                 if !pdv.is_command {

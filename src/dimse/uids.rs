@@ -58,9 +58,7 @@ pub fn is_standard_storage_sop_class(uid: &str) -> bool {
         return true;
     }
     match StandardSopClassDictionary.by_uid(uid) {
-        Some(e) => {
-            e.name.contains("Storage") && !e.name.contains("Commitment") && !e.name.contains("Directory")
-        }
+        Some(e) => e.name.contains("Storage") && !e.name.contains("Commitment") && !e.name.contains("Directory"),
         None => false,
     }
 }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use super::common::{write_part10, EncoderSettings, ResultContext};
 use super::dataset::get_str;
 use super::gsps::{encode_presentation_state, GspsOptions};
+use super::sc::encode_sc;
 use super::seg::{encode_seg, SegOptions};
 use super::source::{grid_of, SourceInstance};
-use super::sc::encode_sc;
 use super::sr::{encode_sr, SrOptions};
 use super::{json, labelmap, EncodeError};
 use crate::findings::{DerivedImage, LabelMap, Segmentation};
@@ -63,7 +63,10 @@ pub fn open_dicom(paths: &[PathBuf]) -> Result<Vec<SourceInstance>, EncodeError>
         out.push(SourceInstance::open(&f)?);
     }
     if out.is_empty() {
-        return Err(EncodeError::Source { file: paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), reason: "no DICOM files".into() });
+        return Err(EncodeError::Source {
+            file: paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            reason: "no DICOM files".into(),
+        });
     }
     Ok(out)
 }
@@ -95,11 +98,8 @@ pub fn seg(settings: EncoderSettings, cmd: &SegCommand) -> Result<Written, Encod
     let mut labels = labelmap::resample_to_grid(&vol, &grid)?;
     spec.remap(&mut labels)?;
     let labels = LabelMap::new(grid, labels).map_err(|r| EncodeError::invalid("label map", r))?;
-    let version = cmd
-        .model_version
-        .clone()
-        .or_else(|| spec.segments.iter().find_map(|s| s.algorithm.as_ref().map(|a| a.version.clone())))
-        .unwrap_or_else(|| "0".into());
+    let version =
+        cmd.model_version.clone().or_else(|| spec.segments.iter().find_map(|s| s.algorithm.as_ref().map(|a| a.version.clone()))).unwrap_or_else(|| "0".into());
     let ctx = ResultContext::new(settings, &cmd.pipeline, &version);
     let mut opts = SegOptions::new(&ctx);
     if let Some(l) = &spec.content_label {

@@ -231,9 +231,8 @@ fn build(ctx: &ResultContext, image: &SourceInstance, overlay: &Overlay, opts: &
 }
 
 fn validate_layer(layer: &str) -> Result<(), EncodeError> {
-    validate_content_label(layer).map_err(|_| {
-        EncodeError::invalid("layer", format!("graphic layer `{layer}` must be 1-16 characters of A-Z, 0-9, space and underscore"))
-    })
+    validate_content_label(layer)
+        .map_err(|_| EncodeError::invalid("layer", format!("graphic layer `{layer}` must be 1-16 characters of A-Z, 0-9, space and underscore")))
 }
 
 /// Graphic Object Sequence items for one graphic (a MULTIPOINT becomes POINTs).

@@ -168,11 +168,9 @@ impl Resolver<'_> {
     fn image(&self, field: &str, r: Option<&ImageRefJson>) -> Result<SourceFrame, EncodeError> {
         let (s, frame) = match r {
             Some(r) => {
-                let s = self
-                    .evidence
-                    .iter()
-                    .find(|s| s.sop_instance_uid == r.sop_instance_uid)
-                    .ok_or_else(|| EncodeError::invalid(format!("{field}.sop_instance_uid"), format!("{} is not among the given DICOM files", r.sop_instance_uid)))?;
+                let s = self.evidence.iter().find(|s| s.sop_instance_uid == r.sop_instance_uid).ok_or_else(|| {
+                    EncodeError::invalid(format!("{field}.sop_instance_uid"), format!("{} is not among the given DICOM files", r.sop_instance_uid))
+                })?;
                 (s, r.frame)
             }
             None => {
@@ -205,17 +203,11 @@ impl Resolver<'_> {
     }
 
     fn segment(&self, field: &str, r: &SegmentRefJson) -> Result<SegmentRef, EncodeError> {
-        let seg = self
-            .evidence
-            .iter()
-            .find(|s| s.sop_instance_uid == r.sop_instance_uid)
-            .ok_or_else(|| EncodeError::invalid(format!("{field}.sop_instance_uid"), format!("SEG {} is not among the given DICOM files", r.sop_instance_uid)))?;
-        let source_images = r
-            .source_images
-            .iter()
-            .enumerate()
-            .map(|(k, i)| self.image(&format!("{field}.source_images[{k}]"), Some(i)))
-            .collect::<Result<_, _>>()?;
+        let seg = self.evidence.iter().find(|s| s.sop_instance_uid == r.sop_instance_uid).ok_or_else(|| {
+            EncodeError::invalid(format!("{field}.sop_instance_uid"), format!("SEG {} is not among the given DICOM files", r.sop_instance_uid))
+        })?;
+        let source_images =
+            r.source_images.iter().enumerate().map(|(k, i)| self.image(&format!("{field}.source_images[{k}]"), Some(i))).collect::<Result<_, _>>()?;
         Ok(SegmentRef {
             seg_sop_class_uid: seg.sop_class_uid.clone(),
             seg_sop_instance_uid: seg.sop_instance_uid.clone(),
@@ -226,7 +218,11 @@ impl Resolver<'_> {
 
     fn region(&self, field: &str, r: &RegionJson) -> Result<Roi, EncodeError> {
         match (&r.points, &r.points3d) {
-            (Some(p), None) => Ok(Roi::Image(ImageRegion { source: self.image(&format!("{field}.image"), r.image.as_ref())?, graphic_type: r.graphic_type, points: p.clone() })),
+            (Some(p), None) => Ok(Roi::Image(ImageRegion {
+                source: self.image(&format!("{field}.image"), r.image.as_ref())?,
+                graphic_type: r.graphic_type,
+                points: p.clone(),
+            })),
             (None, Some(p)) => Ok(Roi::Patient(PatientRegion {
                 frame_of_reference_uid: self.frame_of_reference(field, r.frame_of_reference_uid.as_ref())?,
                 graphic_type: r.graphic_type,
@@ -354,7 +350,9 @@ pub fn read_report(path: &Path, evidence: &[SourceInstance]) -> Result<ReportSpe
         let field = format!("landmarks[{i}]");
         let location = match (l.point, l.point3d) {
             (Some(p), None) => LandmarkLocation::Image { source: res.image(&format!("{field}.image"), l.image.as_ref())?, point: p },
-            (None, Some(p)) => LandmarkLocation::Patient { frame_of_reference_uid: res.frame_of_reference(&field, l.frame_of_reference_uid.as_ref())?, point: p },
+            (None, Some(p)) => {
+                LandmarkLocation::Patient { frame_of_reference_uid: res.frame_of_reference(&field, l.frame_of_reference_uid.as_ref())?, point: p }
+            }
             _ => return Err(EncodeError::invalid(&field, "give either point (image column, row) or point3d (patient LPS mm)")),
         };
         out.landmarks.push(Landmark { label: l.label.clone(), concept: l.concept.clone(), location });

@@ -68,11 +68,7 @@ pub fn read_nifti(path: &Path) -> Result<LabelVolume, EncodeError> {
         }
     }
     let affine = if h.sform_code > 0 {
-        Some([
-            h.srow_x.map(|v| v as f64),
-            h.srow_y.map(|v| v as f64),
-            h.srow_z.map(|v| v as f64),
-        ])
+        Some([h.srow_x.map(|v| v as f64), h.srow_y.map(|v| v as f64), h.srow_z.map(|v| v as f64)])
     } else if h.qform_code > 0 {
         Some(qform_affine(&h))
     } else {
@@ -229,11 +225,7 @@ mod tests {
     /// The grid stored in LPS voxel order (i = column, j = row, k = slice), as dcm2niix does
     /// not: its affine flips x and y into RAS.
     fn lps_volume() -> LabelVolume {
-        LabelVolume {
-            dims: [4, 3, 2],
-            values: expected(),
-            affine: Some([[-0.25, 0.0, 0.0, -10.0], [0.0, -0.5, 0.0, -20.0], [0.0, 0.0, 2.0, -30.0]]),
-        }
+        LabelVolume { dims: [4, 3, 2], values: expected(), affine: Some([[-0.25, 0.0, 0.0, -10.0], [0.0, -0.5, 0.0, -20.0], [0.0, 0.0, 2.0, -30.0]]) }
     }
 
     /// The same labels stored in RAS voxel order: i runs right-to-left reversed (i' = 3 - col),

@@ -27,7 +27,10 @@ pub fn encode_sc(ctx: &ResultContext, sources: &[SourceInstance], img: &DerivedI
     }
     let want = img.rows as usize * img.cols as usize * img.frames as usize;
     if img.pixels.len() != want {
-        return Err(EncodeError::invalid("image.pixels", format!("{} values; {} x {} x {} frames needs {want}", img.pixels.len(), img.rows, img.cols, img.frames)));
+        return Err(EncodeError::invalid(
+            "image.pixels",
+            format!("{} values; {} x {} x {} frames needs {want}", img.pixels.len(), img.rows, img.cols, img.frames),
+        ));
     }
     let multi = img.frames > 1;
     if let Some((s, i, t)) = &img.rescale {

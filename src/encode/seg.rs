@@ -88,10 +88,7 @@ pub fn encode_seg(ctx: &ResultContext, sources: &[SourceInstance], seg: &Segment
                 continue;
             }
             if v as usize > numbers.len() {
-                return Err(EncodeError::invalid(
-                    "label map",
-                    format!("label value {v} (frame {}) has no segment; segments are 1..={}", f + 1, numbers.len()),
-                ));
+                return Err(EncodeError::invalid("label map", format!("label value {v} (frame {}) has no segment; segments are 1..={}", f + 1, numbers.len())));
             }
             present[v as usize][f] = true;
             foreground += 1;
@@ -305,10 +302,7 @@ pub fn algorithm_item(a: &AlgorithmIdentity) -> Obj {
 
 pub(crate) fn validate_content_label(label: &str) -> Result<(), EncodeError> {
     if label.is_empty() || label.len() > 16 || !label.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b' ') {
-        return Err(EncodeError::invalid(
-            "Content Label (0070,0080)",
-            format!("`{label}` must be 1-16 characters of A-Z, 0-9, space and underscore"),
-        ));
+        return Err(EncodeError::invalid("Content Label (0070,0080)", format!("`{label}` must be 1-16 characters of A-Z, 0-9, space and underscore")));
     }
     Ok(())
 }

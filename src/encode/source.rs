@@ -156,9 +156,9 @@ impl SourceInstance {
 /// Storage SOP classes whose instances are multi-frame by definition.
 pub fn is_multiframe_class(uid: &str) -> bool {
     const SUFFIXES: &[&str] = &[
-        "2.1", "2.2", "3.1", "4.1", "4.3", "4.4", "6.2", "6.3", "7.1", "7.2", "7.3", "7.4", "12.1", "12.1.1", "12.2", "12.2.1",
-        "12.3", "13.1.3", "13.1.4", "13.1.5", "14.1", "14.2", "20", "30", "66.4", "77.1.1.1", "77.1.2.1", "77.1.4.1", "77.1.5.4",
-        "77.1.5.5", "77.1.5.7", "77.1.5.8", "77.1.6", "128.1", "130", "481.1", "481.2",
+        "2.1", "2.2", "3.1", "4.1", "4.3", "4.4", "6.2", "6.3", "7.1", "7.2", "7.3", "7.4", "12.1", "12.1.1", "12.2", "12.2.1", "12.3", "13.1.3", "13.1.4",
+        "13.1.5", "14.1", "14.2", "20", "30", "66.4", "77.1.1.1", "77.1.2.1", "77.1.4.1", "77.1.5.4", "77.1.5.5", "77.1.5.7", "77.1.5.8", "77.1.6", "128.1",
+        "130", "481.1", "481.2",
     ];
     uid.strip_prefix("1.2.840.10008.5.1.4.1.1.").is_some_and(|s| SUFFIXES.contains(&s))
 }
@@ -197,10 +197,7 @@ pub fn check_one_study(sources: &[SourceInstance]) -> Result<(), EncodeError> {
     let first = sources.first().ok_or_else(|| EncodeError::invalid("inputs", "no input instances"))?;
     for s in sources {
         if s.study_instance_uid != first.study_instance_uid {
-            return Err(EncodeError::geometry(
-                &first.study_instance_uid,
-                format!("{} belongs to another study ({})", s.file(), s.study_instance_uid),
-            ));
+            return Err(EncodeError::geometry(&first.study_instance_uid, format!("{} belongs to another study ({})", s.file(), s.study_instance_uid)));
         }
     }
     Ok(())
@@ -223,7 +220,10 @@ pub fn grid_of(sources: &[SourceInstance]) -> Result<SourceGrid, EncodeError> {
     ordered.sort_by_key(|s| get_u32(&s.obj, tags::INSTANCE_NUMBER).unwrap_or(0));
     for s in &ordered {
         if s.series_instance_uid != first.series_instance_uid {
-            return Err(EncodeError::geometry(&study, format!("{} is in another series ({}); a label map lives on one series", s.file(), s.series_instance_uid)));
+            return Err(EncodeError::geometry(
+                &study,
+                format!("{} is in another series ({}); a label map lives on one series", s.file(), s.series_instance_uid),
+            ));
         }
         if s.rows != Some(rows) || s.cols != Some(cols) {
             return Err(EncodeError::geometry(
@@ -255,9 +255,14 @@ pub fn grid_of(sources: &[SourceInstance]) -> Result<SourceGrid, EncodeError> {
         let o = orientation.unwrap();
         for (g, f) in geoms.iter().zip(&grid.frames) {
             let same = g.orientation.is_some_and(|v| v.iter().zip(o).all(|(a, b)| (a - b).abs() < 1e-4));
-            let spacing_same = g.pixel_spacing.is_some_and(|p| (p[0] - geoms[0].pixel_spacing.unwrap()[0]).abs() < 1e-4 && (p[1] - geoms[0].pixel_spacing.unwrap()[1]).abs() < 1e-4);
+            let spacing_same = g
+                .pixel_spacing
+                .is_some_and(|p| (p[0] - geoms[0].pixel_spacing.unwrap()[0]).abs() < 1e-4 && (p[1] - geoms[0].pixel_spacing.unwrap()[1]).abs() < 1e-4);
             if !same || !spacing_same {
-                return Err(EncodeError::geometry(&study, format!("frame {:?} of {} has another orientation or pixel spacing than the first frame", f.source.frame_number, f.source.sop_instance_uid)));
+                return Err(EncodeError::geometry(
+                    &study,
+                    format!("frame {:?} of {} has another orientation or pixel spacing than the first frame", f.source.frame_number, f.source.sop_instance_uid),
+                ));
             }
         }
         for s in sources {
@@ -272,7 +277,10 @@ pub fn grid_of(sources: &[SourceInstance]) -> Result<SourceGrid, EncodeError> {
             if (w[1].0 - w[0].0).abs() < 1e-3 {
                 return Err(EncodeError::geometry(
                     &study,
-                    format!("two frames at the same position ({} and {}); one label map cannot cover both", w[0].1.source.sop_instance_uid, w[1].1.source.sop_instance_uid),
+                    format!(
+                        "two frames at the same position ({} and {}); one label map cannot cover both",
+                        w[0].1.source.sop_instance_uid, w[1].1.source.sop_instance_uid
+                    ),
                 ));
             }
         }

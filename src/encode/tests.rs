@@ -228,7 +228,10 @@ fn landmark(p: [f64; 2]) -> Landmark {
     Landmark {
         label: "Sella".into(),
         concept: Code::new("42575006", "SCT", "Sella turcica"),
-        location: LandmarkLocation::Image { source: SourceFrame { sop_class_uid: CT.into(), sop_instance_uid: "1.2.3.4.0".into(), frame_number: None }, point: p },
+        location: LandmarkLocation::Image {
+            source: SourceFrame { sop_class_uid: CT.into(), sop_instance_uid: "1.2.3.4.0".into(), frame_number: None },
+            point: p,
+        },
     }
 }
 

@@ -273,10 +273,7 @@ pub fn read_meta(prefix: &Path) -> Result<WeightsMeta, WeightsError> {
     let text = std::fs::read_to_string(&path).map_err(|source| WeightsError::Io { path: path.clone(), source })?;
     let meta: WeightsMeta = serde_json::from_str(&text).map_err(|e| WeightsError::Format { path: path.clone(), msg: e.to_string() })?;
     if meta.format_version > FORMAT_VERSION {
-        return Err(WeightsError::Format {
-            path,
-            msg: format!("format_version {} is newer than this program's {FORMAT_VERSION}", meta.format_version),
-        });
+        return Err(WeightsError::Format { path, msg: format!("format_version {} is newer than this program's {FORMAT_VERSION}", meta.format_version) });
     }
     Ok(meta)
 }
@@ -318,8 +315,8 @@ pub fn load_tensors_into(path: &Path, varmap: &VarMap) -> Result<(), WeightsErro
 
 fn load_checked(path: &Path, varmap: &VarMap, config: Vec<ConfigDiff>) -> Result<(), WeightsError> {
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
-    let file = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| WeightsError::Format { path: path.to_path_buf(), msg: e.to_string() })?;
+    let file =
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| WeightsError::Format { path: path.to_path_buf(), msg: e.to_string() })?;
     let found: BTreeMap<String, Vec<usize>> = file.iter().map(|(k, t)| (k.clone(), t.dims().to_vec())).collect();
     let tensors = compare_tensors(&expected_tensors(varmap), &found);
     if !config.is_empty() || !tensors.is_empty() {
@@ -421,7 +418,13 @@ pub fn render_model_card(c: &ModelCardInput) -> String {
     s += &format!("## Summary\n\n{}\n\n", or_todo(&c.summary));
     if let Some(m) = &c.meta {
         s += "## Model\n\n";
-        s += &format!("- version: {}\n- created: {}\n- storage: {}\n- weights format version: {}\n", m.model_version, m.created, serde_json::to_value(m.storage_dtype).unwrap().as_str().unwrap_or(""), m.format_version);
+        s += &format!(
+            "- version: {}\n- created: {}\n- storage: {}\n- weights format version: {}\n",
+            m.model_version,
+            m.created,
+            serde_json::to_value(m.storage_dtype).unwrap().as_str().unwrap_or(""),
+            m.format_version
+        );
         if !m.class_names.is_empty() {
             s += &format!("- classes: {}\n", m.class_names.join(", "));
         }
@@ -568,10 +571,7 @@ mod tests {
         assert!(config.is_empty());
         assert_eq!(tensors.missing, [("l1.bias".to_string(), vec![5])]);
         assert_eq!(tensors.unexpected, [("extra.scale".to_string(), vec![2, 2])]);
-        assert_eq!(
-            tensors.shape_differs,
-            [("l1.weight".to_string(), vec![5, 3], vec![4, 3]), ("l2.weight".to_string(), vec![1, 5], vec![1, 4])]
-        );
+        assert_eq!(tensors.shape_differs, [("l1.weight".to_string(), vec![5, 3], vec![4, 3]), ("l2.weight".to_string(), vec![1, 5], vec![1, 4])]);
         let msg = e.to_string();
         for line in [
             "missing tensor l1.bias [5]",

@@ -182,9 +182,8 @@ impl HipParameters {
     /// degenerate is `NotMeasured` with the reason.
     pub fn from_points(p: &HipPoints) -> HipParameters {
         let centre = prosthesis_centre(p);
-        let abduction = need(p, "bjgh").and_then(|v| {
-            acute_angle(sub(v[0], v[1]), sub(v[3], v[2])).ok_or_else(|| "cup diameter or ischial line has zero length".to_string())
-        });
+        let abduction = need(p, "bjgh")
+            .and_then(|v| acute_angle(sub(v[0], v[1]), sub(v[3], v[2])).ok_or_else(|| "cup diameter or ischial line has zero length".to_string()));
         let coverage = need(p, "abj").and_then(|v| {
             let c = centre.expect("b and j exist");
             let alpha = angle_between(sub(v[1], c), sub(v[0], c)).ok_or_else(|| "contact point coincides with the prosthesis centre".to_string())?;
@@ -210,12 +209,7 @@ impl HipParameters {
             Ok(v) => Measured::Value(v),
             Err(e) => Measured::NotMeasured(e),
         };
-        HipParameters {
-            abduction_deg: m(abduction),
-            coverage_pct: m(coverage),
-            vertical_offset_mm: m(vertical),
-            horizontal_offset_mm: m(horizontal),
-        }
+        HipParameters { abduction_deg: m(abduction), coverage_pct: m(coverage), vertical_offset_mm: m(vertical), horizontal_offset_mm: m(horizontal) }
     }
 }
 

@@ -67,10 +67,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Clone)]
@@ -125,11 +122,7 @@ impl Index {
 
     pub fn instance(&self, sop_uid: &str) -> rusqlite::Result<Option<StoredInstance>> {
         self.conn()
-            .query_row(
-                "SELECT sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path FROM instances WHERE sop_uid = ?1",
-                [sop_uid],
-                row_to_instance,
-            )
+            .query_row("SELECT sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path FROM instances WHERE sop_uid = ?1", [sop_uid], row_to_instance)
             .optional()
     }
 
@@ -177,11 +170,9 @@ impl Index {
     pub fn summary(&self, study_uid: &str) -> rusqlite::Result<Option<StudySummary>> {
         let conn = self.conn();
         let head: Option<(String, String, i64)> = conn
-            .query_row(
-                "SELECT COALESCE(study_description, ''), COALESCE(calling_ae, ''), generation FROM studies WHERE study_uid = ?1",
-                [study_uid],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .query_row("SELECT COALESCE(study_description, ''), COALESCE(calling_ae, ''), generation FROM studies WHERE study_uid = ?1", [study_uid], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         let Some((study_description, _, generation)) = head else { return Ok(None) };
         let mut st = conn.prepare(
@@ -189,9 +180,7 @@ impl Index {
              FROM series WHERE study_uid = ?1 ORDER BY series_uid",
         )?;
         let series = st
-            .query_map([study_uid], |r| {
-                Ok(SeriesSummary { series_uid: r.get(0)?, modality: r.get(1)?, body_part: r.get(2)?, series_description: r.get(3)? })
-            })?
+            .query_map([study_uid], |r| Ok(SeriesSummary { series_uid: r.get(0)?, modality: r.get(1)?, body_part: r.get(2)?, series_description: r.get(3)? }))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut st = conn.prepare("SELECT DISTINCT sop_class FROM instances WHERE study_uid = ?1 ORDER BY 1")?;
         let sop_classes = st.query_map([study_uid], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
@@ -264,12 +253,5 @@ impl Index {
 }
 
 fn row_to_instance(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
-    Ok(StoredInstance {
-        sop_uid: r.get(0)?,
-        sop_class: r.get(1)?,
-        series_uid: r.get(2)?,
-        study_uid: r.get(3)?,
-        transfer_syntax: r.get(4)?,
-        path: r.get(5)?,
-    })
+    Ok(StoredInstance { sop_uid: r.get(0)?, sop_class: r.get(1)?, series_uid: r.get(2)?, study_uid: r.get(3)?, transfer_syntax: r.get(4)?, path: r.get(5)? })
 }

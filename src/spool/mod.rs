@@ -125,8 +125,7 @@ impl Spool {
         for d in ["spool", "tmp"] {
             fs::create_dir_all(data_dir.join(d)).with_context(|| format!("creating {}", data_dir.join(d).display()))?;
         }
-        let index = Index::open(&data_dir.join("index.sqlite"))
-            .with_context(|| format!("opening index {}", data_dir.join("index.sqlite").display()))?;
+        let index = Index::open(&data_dir.join("index.sqlite")).with_context(|| format!("opening index {}", data_dir.join("index.sqlite").display()))?;
         Ok(Spool { root: data_dir.to_path_buf(), index, duplicates })
     }
 
@@ -202,9 +201,7 @@ impl Spool {
                 sync_dir(&self.root.join("spool")).map_err(|e| res(format!("fsync spool: {e}")))?;
             }
         }
-        self.index
-            .insert_instance(&header, &dest.to_string_lossy(), inc.bytes, &inc.calling_ae)
-            .map_err(|e| res(format!("index: {e}")))?;
+        self.index.insert_instance(&header, &dest.to_string_lossy(), inc.bytes, &inc.calling_ae).map_err(|e| res(format!("index: {e}")))?;
         Ok(StoreOutcome::Stored(header))
     }
 
@@ -260,33 +257,22 @@ impl Spool {
 fn validate(path: &Path, inc: &IncomingInstance) -> Result<InstanceHeader, StoreError> {
     let unreadable = |reason: String| StoreError::Unreadable { sop_uid: inc.sop_uid.clone(), reason };
     let header = read_header(path, &inc.transfer_syntax).map_err(unreadable)?;
-    part10::check_structure(path, inc.dataset_offset, &inc.transfer_syntax)
-        .map_err(|reason| unreadable(format!("malformed data set: {reason}")))?;
+    part10::check_structure(path, inc.dataset_offset, &inc.transfer_syntax).map_err(|reason| unreadable(format!("malformed data set: {reason}")))?;
     if header.sop_uid != inc.sop_uid {
         return Err(unreadable(format!("data set SOP Instance UID {} differs from the C-STORE request's", header.sop_uid)));
     }
     if header.sop_class != inc.sop_class {
-        return Err(StoreError::ClassMismatch {
-            sop_uid: inc.sop_uid.clone(),
-            expected: inc.sop_class.clone(),
-            found: header.sop_class.clone(),
-        });
+        return Err(StoreError::ClassMismatch { sop_uid: inc.sop_uid.clone(), expected: inc.sop_class.clone(), found: header.sop_class.clone() });
     }
     Ok(header)
 }
 
 /// Parses the header (everything before Pixel Data) of a spool file.
 pub fn read_header(path: &Path, ts: &str) -> Result<InstanceHeader, String> {
-    let obj: DefaultDicomObject = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| format!("cannot parse data set: {}", error_chain(&e)))?;
+    let obj: DefaultDicomObject =
+        OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| format!("cannot parse data set: {}", error_chain(&e)))?;
     let get = |tag| -> String {
-        obj.element_opt(tag)
-            .ok()
-            .flatten()
-            .and_then(|e| e.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string()))
-            .unwrap_or_default()
+        obj.element_opt(tag).ok().flatten().and_then(|e| e.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())).unwrap_or_default()
     };
     let h = InstanceHeader {
         sop_uid: get(tags::SOP_INSTANCE_UID),

@@ -18,8 +18,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::raster::{annular_sector, band, closed_spline, ellipse, open_spline, Canvas, P2};
-use crate::train::data::rng::{Purpose, Rng};
 use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, HipRisks, POINT_NAMES};
+use crate::train::data::rng::{Purpose, Rng};
 
 /// Generator settings; every range is inclusive and drawn uniformly.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,12 +170,7 @@ fn cup_design(centre: P2, radius: f64, abduction: f64, coverage_pct: f64) -> Cup
     // inclined by the abduction angle; the dome faces up-medial.
     let bare = PI * (1.0 - coverage_pct / 100.0);
     let ang_b = 2.0 * PI - abduction;
-    CupDesign {
-        c: centre,
-        b: polar(centre, radius, ang_b),
-        j: polar(centre, radius, PI - abduction),
-        a: polar(centre, radius, ang_b - bare),
-    }
+    CupDesign { c: centre, b: polar(centre, radius, ang_b), j: polar(centre, radius, PI - abduction), a: polar(centre, radius, ang_b - bare) }
 }
 
 fn ilium(ac: &Acetabulum, rng: &mut Rng) -> Vec<P2> {
@@ -250,7 +245,7 @@ fn prosthesis(scene: &mut Scene, b: P2, j: P2, head_r: f64, cemented: bool, stem
     let c = [(b[0] + j[0]) / 2.0, (b[1] + j[1]) / 2.0];
     let r = ((b[0] - j[0]).hypot(b[1] - j[1])) / 2.0;
     let rim = (j[1] - b[1]).atan2(j[0] - b[0]); // direction b -> j
-    // the dome lies on the side of the rim line away from the femur (upwards)
+                                                // the dome lies on the side of the rim line away from the femur (upwards)
     let (a0, a1) = {
         let up = rim - PI / 2.0;
         if up.sin() < 0.0 {
@@ -284,7 +279,8 @@ fn prosthesis(scene: &mut Scene, b: P2, j: P2, head_r: f64, cemented: bool, stem
 fn side_marker(scene: &mut Scene, at: P2, h: f64, letter: char) {
     let w = h * 0.6;
     let t = h * 0.18;
-    let rect = |x0: f64, y0: f64, x1: f64, y1: f64| vec![[at[0] + x0, at[1] + y0], [at[0] + x1, at[1] + y0], [at[0] + x1, at[1] + y1], [at[0] + x0, at[1] + y1]];
+    let rect =
+        |x0: f64, y0: f64, x1: f64, y1: f64| vec![[at[0] + x0, at[1] + y0], [at[0] + x1, at[1] + y0], [at[0] + x1, at[1] + y1], [at[0] + x0, at[1] + y1]];
     scene.fill(&rect(-t, -t, w + t, h + t), 1.5); // marker plate
     match letter {
         'L' => {
@@ -296,7 +292,10 @@ fn side_marker(scene: &mut Scene, at: P2, h: f64, letter: char) {
             scene.fill(&rect(0.0, 0.0, w, t), 3.0);
             scene.fill(&rect(w - t, 0.0, w, h * 0.55), 3.0);
             scene.fill(&rect(0.0, h * 0.5, w, h * 0.5 + t), 3.0);
-            scene.fill(&[[at[0] + w * 0.4, at[1] + h * 0.5], [at[0] + w * 0.4 + t, at[1] + h * 0.5], [at[0] + w, at[1] + h], [at[0] + w - t * 1.2, at[1] + h]], 3.0);
+            scene.fill(
+                &[[at[0] + w * 0.4, at[1] + h * 0.5], [at[0] + w * 0.4 + t, at[1] + h * 0.5], [at[0] + w, at[1] + h], [at[0] + w - t * 1.2, at[1] + h]],
+                3.0,
+            );
         }
     }
 }
@@ -409,7 +408,8 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
             (ac, Some(cup))
         } else {
             let centre = if s == side { native_centre(&mut rng) } else { contralateral_native };
-            let ac = Acetabulum { centre, radius: 26.5, lateral_angle: rng.range(330.0, 350.0).to_radians(), medial_angle: rng.range(195.0, 205.0).to_radians() };
+            let ac =
+                Acetabulum { centre, radius: 26.5, lateral_angle: rng.range(330.0, 350.0).to_radians(), medial_angle: rng.range(195.0, 205.0).to_radians() };
             (ac, None)
         };
         // ilium with the acetabular arc, the sourcil, pelvic brim
@@ -432,7 +432,13 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
         scene.fill(&pose.all(&mirror(&ellipse([ring_c[0] + 2.0, ring_c[1] + 1.0], 22.0, 15.0, 0.4, 96), s), 0.6), -0.4);
         scene.fill(&pose.all(&mirror(&closed_spline(&[[2.5, 22.0], [20.0, 21.0], [22.0, 58.0], [3.0, 58.0]], 6), s), 1.0), 0.3);
         scene.fill(&pose.all(&mirror(&band(&[[70.0, -4.0], [22.0, 27.0]], &|_| 8.0), s), 0.6), 0.3);
-        let isch = pose.all(&mirror(&closed_spline(&[[62.0, 2.0], [80.0, 6.0], [78.0, 36.0], [66.0, 55.0], [50.0, 58.0 + rng.range(-3.0, 3.0)], [40.0, 50.0], [48.0, 25.0]], 12), s), 0.0);
+        let isch = pose.all(
+            &mirror(
+                &closed_spline(&[[62.0, 2.0], [80.0, 6.0], [78.0, 36.0], [66.0, 55.0], [50.0, 58.0 + rng.range(-3.0, 3.0)], [40.0, 50.0], [48.0, 25.0]], 12),
+                s,
+            ),
+            0.0,
+        );
         scene.fill(&isch, 0.35);
         let ischial_low = lowest(&isch);
         if s < 0.0 {
@@ -444,7 +450,8 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
         }
         match cup {
             Some(cup) => {
-                let (a, b, j) = (pose.apply([s * cup.a[0], cup.a[1]], 0.0), pose.apply([s * cup.b[0], cup.b[1]], 0.0), pose.apply([s * cup.j[0], cup.j[1]], 0.0));
+                let (a, b, j) =
+                    (pose.apply([s * cup.a[0], cup.a[1]], 0.0), pose.apply([s * cup.b[0], cup.b[1]], 0.0), pose.apply([s * cup.j[0], cup.j[1]], 0.0));
                 cup_img.push((s, a, b, j));
                 let c = pose.apply([s * cup.c[0], cup.c[1]], 0.0);
                 femur_heads.push((s, c, false));

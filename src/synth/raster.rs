@@ -182,7 +182,8 @@ pub fn closed_spline(ctrl: &[P2], per: usize) -> Vec<P2> {
         for s in 0..per {
             let t = s as f64 / per as f64;
             let (t2, t3) = (t * t, t * t * t);
-            let f = |a: f64, b: f64, c: f64, d: f64| 0.5 * (2.0 * b + (-a + c) * t + (2.0 * a - 5.0 * b + 4.0 * c - d) * t2 + (-a + 3.0 * b - 3.0 * c + d) * t3);
+            let f =
+                |a: f64, b: f64, c: f64, d: f64| 0.5 * (2.0 * b + (-a + c) * t + (2.0 * a - 5.0 * b + 4.0 * c - d) * t2 + (-a + 3.0 * b - 3.0 * c + d) * t3);
             out.push([f(p0[0], p1[0], p2[0], p3[0]), f(p0[1], p1[1], p2[1], p3[1])]);
         }
     }
@@ -198,7 +199,8 @@ pub fn open_spline(ctrl: &[P2], per: usize) -> Vec<P2> {
         for s in 0..per {
             let t = s as f64 / per as f64;
             let (t2, t3) = (t * t, t * t * t);
-            let f = |a: f64, b: f64, c: f64, d: f64| 0.5 * (2.0 * b + (-a + c) * t + (2.0 * a - 5.0 * b + 4.0 * c - d) * t2 + (-a + 3.0 * b - 3.0 * c + d) * t3);
+            let f =
+                |a: f64, b: f64, c: f64, d: f64| 0.5 * (2.0 * b + (-a + c) * t + (2.0 * a - 5.0 * b + 4.0 * c - d) * t2 + (-a + 3.0 * b - 3.0 * c + d) * t3);
             out.push([f(p0[0], p1[0], p2[0], p3[0]), f(p0[1], p1[1], p2[1], p3[1])]);
         }
     }

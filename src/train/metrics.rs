@@ -357,7 +357,11 @@ impl LandmarkEval {
         ensure!(pred.len() == n && truth.len() == n, "expected {n} landmarks, got {} predicted and {} true", pred.len(), truth.len());
         match self.in_mm {
             None => self.in_mm = Some(spacing.is_some()),
-            Some(mm) if mm != spacing.is_some() => bail!("an image {} spacing among images {} it: errors would mix mm and px", if mm { "without" } else { "with" }, if mm { "with" } else { "without" }),
+            Some(mm) if mm != spacing.is_some() => bail!(
+                "an image {} spacing among images {} it: errors would mix mm and px",
+                if mm { "without" } else { "with" },
+                if mm { "with" } else { "without" }
+            ),
             _ => {}
         }
         let [sx, sy] = spacing.unwrap_or([1.0, 1.0]);

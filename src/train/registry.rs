@@ -87,10 +87,7 @@ mod tests {
     fn unknown_names_list_the_known_ones() {
         let e = Registry::builtin().get("ceph").err().unwrap();
         assert_eq!(e.to_string(), "unknown model ceph; known: hip-tha");
-        let r = Registry::with(vec![
-            ModelEntry { name: "kidney-us", summary: "", build: never },
-            ModelEntry { name: "hip-ssd", summary: "", build: never },
-        ]);
+        let r = Registry::with(vec![ModelEntry { name: "kidney-us", summary: "", build: never }, ModelEntry { name: "hip-ssd", summary: "", build: never }]);
         assert_eq!(r.get("x").err().unwrap().to_string(), "unknown model x; known: kidney-us, hip-ssd");
         assert_eq!(r.get("hip-ssd").unwrap().name, "hip-ssd");
     }

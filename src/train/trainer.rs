@@ -18,8 +18,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::data::rng::{Purpose, Rng};
 use super::checkpoint::{BestRecord, CheckpointState, RunDir, CHECKPOINT_VERSION};
+use super::data::rng::{Purpose, Rng};
 use super::metrics::Metrics;
 use super::optim::{accumulate_grads, clip_grad_norm, global_grad_norm, named_vars, AdamW, AdamWConfig, LrSchedule, NamedGrads, ScheduleConfig};
 use super::task::{EvalSplit, StepContext, TrainTask};
@@ -263,9 +263,7 @@ pub fn train(task: &mut dyn TrainTask, cfg: &TrainConfig, run_dir: &Path, opts: 
         if validate {
             let t = Instant::now();
             let metrics = task.evaluate(EvalSplit::Val).with_context(|| format!("{}: validation after epoch {}", task.name(), epoch + 1))?;
-            let value = metrics
-                .get(&goal.name)
-                .with_context(|| format!("{}: validation metrics have no `{}` (the primary metric)", task.name(), goal.name))?;
+            let value = metrics.get(&goal.name).with_context(|| format!("{}: validation metrics have no `{}` (the primary metric)", task.name(), goal.name))?;
             is_best = goal.improves(value, best.map(|b| b.value));
             if is_best {
                 best = Some(BestRecord { epoch: epoch + 1, value });
@@ -418,10 +416,9 @@ mod tests {
 
     #[test]
     fn best_checkpoint_is_the_best_validation_epoch() -> anyhow::Result<()> {
-        for (goal, scripted, best_epoch) in [
-            (MetricGoal::higher("scripted"), vec![0.3, 0.7, 0.5, 0.6], 2usize),
-            (MetricGoal::lower("scripted"), vec![0.5, 0.7, 0.2, 0.4], 3),
-        ] {
+        for (goal, scripted, best_epoch) in
+            [(MetricGoal::higher("scripted"), vec![0.3, 0.7, 0.5, 0.6], 2usize), (MetricGoal::lower("scripted"), vec![0.5, 0.7, 0.2, 0.4], 3)]
+        {
             let dir = tempfile::tempdir()?;
             let mut task = ToyTask::new(2, 8, 4)?;
             task.goal = goal.clone();

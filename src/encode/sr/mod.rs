@@ -58,9 +58,7 @@ impl<'a> Evidence<'a> {
             return Err(EncodeError::invalid(field, format!("SOP class {} differs from the evidence's {}", r.sop_class_uid, s.sop_class_uid)));
         }
         match (r.frame_number, s.is_multiframe()) {
-            (None, true) if s.frames() > 1 => {
-                return Err(EncodeError::invalid(field, format!("{} is multi-frame: a frame number is needed", s.file())))
-            }
+            (None, true) if s.frames() > 1 => return Err(EncodeError::invalid(field, format!("{} is multi-frame: a frame number is needed", s.file()))),
             (Some(f), _) if f == 0 || f > s.frames() => {
                 return Err(EncodeError::invalid(field, format!("frame {f} of {} does not exist ({} frames)", s.file(), s.frames())))
             }
@@ -100,11 +98,9 @@ pub fn encode_sr(ctx: &ResultContext, evidence: &[SourceInstance], findings: &Fi
             LandmarkLocation::Image { source, point } => {
                 Roi::Image(ImageRegion { source: source.clone(), graphic_type: GraphicType::Point, points: vec![*point] })
             }
-            LandmarkLocation::Patient { frame_of_reference_uid, point } => Roi::Patient(PatientRegion {
-                frame_of_reference_uid: frame_of_reference_uid.clone(),
-                graphic_type: GraphicType::Point,
-                points: vec![*point],
-            }),
+            LandmarkLocation::Patient { frame_of_reference_uid, point } => {
+                Roi::Patient(PatientRegion { frame_of_reference_uid: frame_of_reference_uid.clone(), graphic_type: GraphicType::Point, points: vec![*point] })
+            }
         };
         let mut g = MeasurementGroup::new(&l.label);
         g.finding = Some(l.concept.clone());
@@ -205,7 +201,8 @@ pub(crate) fn evidence_items(evidence: &[SourceInstance]) -> Vec<Obj> {
                 .map(|(uid, list)| {
                     let mut se = new_obj();
                     let mut seen = HashSet::new();
-                    let refs = list.iter().filter(|s| seen.insert(s.sop_instance_uid.clone())).map(|s| sop_ref_item(&s.sop_class_uid, &s.sop_instance_uid)).collect();
+                    let refs =
+                        list.iter().filter(|s| seen.insert(s.sop_instance_uid.clone())).map(|s| sop_ref_item(&s.sop_class_uid, &s.sop_instance_uid)).collect();
                     put_seq(&mut se, tags::REFERENCED_SOP_SEQUENCE, refs);
                     put_str(&mut se, tags::SERIES_INSTANCE_UID, VR::UI, uid);
                     se
@@ -402,11 +399,7 @@ fn scoord3d_item(field: &str, r: &PatientRegion, ev: &Evidence) -> Result<Item, 
     if r.graphic_type == GraphicType::Polygon && r.points.first() != r.points.last() {
         data.extend(r.points[0].iter().map(|v| *v as f32));
     }
-    Ok(Item::new(
-        Rel::Contains,
-        names::image_region(),
-        Value::Scoord3d { graphic_type: t, data, frame_of_reference_uid: r.frame_of_reference_uid.clone() },
-    ))
+    Ok(Item::new(Rel::Contains, names::image_region(), Value::Scoord3d { graphic_type: t, data, frame_of_reference_uid: r.frame_of_reference_uid.clone() }))
 }
 
 fn segment_items(field: &str, s: &SegmentRef, ev: &Evidence) -> Result<Vec<Item>, EncodeError> {

@@ -20,11 +20,7 @@ pub struct RpnAnchorConfig {
 
 impl Default for RpnAnchorConfig {
     fn default() -> Self {
-        RpnAnchorConfig {
-            sizes: vec![32.0, 64.0, 128.0, 256.0, 512.0],
-            strides: vec![4, 8, 16, 32, 64],
-            aspect_ratios: vec![0.5, 1.0, 2.0],
-        }
+        RpnAnchorConfig { sizes: vec![32.0, 64.0, 128.0, 256.0, 512.0], strides: vec![4, 8, 16, 32, 64], aspect_ratios: vec![0.5, 1.0, 2.0] }
     }
 }
 
@@ -79,12 +75,7 @@ impl RpnAnchorConfig {
     /// feature-map sizes (one per level).
     pub fn anchors(&self, grids: &[(usize, usize)], device: &Device) -> Result<Vec<Tensor>> {
         if grids.len() != self.num_levels() || self.strides.len() != self.num_levels() {
-            candle_core::bail!(
-                "rpn anchors: {} sizes and {} strides configured but {} feature maps given",
-                self.sizes.len(),
-                self.strides.len(),
-                grids.len()
-            );
+            candle_core::bail!("rpn anchors: {} sizes and {} strides configured but {} feature maps given", self.sizes.len(), self.strides.len(), grids.len());
         }
         (0..grids.len()).map(|l| boxes_tensor(&self.level_anchor_rows(l, grids[l]), device)).collect()
     }
@@ -188,11 +179,8 @@ impl SsdPriorConfig {
     /// unit [`super::ssd_loss`] matches ground truth in.
     pub fn priors_corners_px(&self, device: &Device) -> Result<Tensor> {
         let s = self.image_size as f32;
-        let rows: Vec<[f32; 4]> = self
-            .center_rows()?
-            .iter()
-            .map(|b| [(b[0] - b[2] / 2.0) * s, (b[1] - b[3] / 2.0) * s, (b[0] + b[2] / 2.0) * s, (b[1] + b[3] / 2.0) * s])
-            .collect();
+        let rows: Vec<[f32; 4]> =
+            self.center_rows()?.iter().map(|b| [(b[0] - b[2] / 2.0) * s, (b[1] - b[3] / 2.0) * s, (b[0] + b[2] / 2.0) * s, (b[1] + b[3] / 2.0) * s]).collect();
         boxes_tensor(&rows, device)
     }
 }

@@ -281,7 +281,7 @@ mod tests {
         assert!((iou(&a, &[1., 0., 3., 2.]) - 1.0 / 3.0).abs() < 1e-6);
         assert_eq!(iou(&a, &a), 1.0);
         assert_eq!(iou(&a, &[2., 2., 3., 3.]), 0.0); // touching corner
-        // contained: 1 / 4
+                                                     // contained: 1 / 4
         assert!((iou(&a, &[0.5, 0.5, 1.5, 1.5]) - 0.25).abs() < 1e-6);
         assert_eq!(iou(&[1., 1., 1., 1.], &[1., 1., 1., 1.]), 0.0);
         let ta = boxes_tensor(&[a, [1., 1., 3., 3.]], &Device::Cpu)?;

@@ -124,7 +124,12 @@ pub fn ssd_detections(
 ) -> Result<Vec<Detection>> {
     let (p, c) = cls_logits.dims2()?;
     if box_deltas.dims() != [p, 4] || priors.dims() != [p, 4] {
-        candle_core::bail!("ssd detections: class logits {:?} need deltas and default boxes ({p}, 4), got {:?} and {:?}", cls_logits.dims(), box_deltas.dims(), priors.dims());
+        candle_core::bail!(
+            "ssd detections: class logits {:?} need deltas and default boxes ({p}, 4), got {:?} and {:?}",
+            cls_logits.dims(),
+            box_deltas.dims(),
+            priors.dims()
+        );
     }
     let probs = probabilities(cls_logits)?;
     let boxes = box_rows(&BoxCoder::ssd(variances).decode(&box_deltas.detach().to_dtype(DType::F32)?, &priors.to_dtype(DType::F32)?)?)?;

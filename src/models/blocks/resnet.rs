@@ -108,9 +108,7 @@ impl ResNetConfig {
     pub fn validate(&self) -> Result<()> {
         let n = self.layers.len();
         if n == 0 || [self.widths.len(), self.strides.len(), self.dilations.len(), self.pre_pool.len()].iter().any(|&l| l != n) {
-            candle_core::bail!(
-                "resnet config: layers, widths, strides, dilations and pre_pool must have one entry per stage ({n} stages)"
-            );
+            candle_core::bail!("resnet config: layers, widths, strides, dilations and pre_pool must have one entry per stage ({n} stages)");
         }
         if self.layers.contains(&0) || self.strides.contains(&0) || self.dilations.contains(&0) || self.width_mult <= 0.0 {
             candle_core::bail!("resnet config: block counts, strides, dilations and width_mult must be positive");
@@ -178,15 +176,7 @@ impl ResNet {
     pub fn load(vb: VarBuilder, cfg: &ResNetConfig) -> Result<ResNet> {
         cfg.validate()?;
         let stem_c = scaled(cfg.stem_channels, cfg.width_mult);
-        let stem = ConvBnAct::load_named(
-            &vb,
-            "conv1",
-            "bn1",
-            cfg.in_channels,
-            stem_c,
-            ConvConfig::same(cfg.stem_kernel, cfg.stem_stride, 1, false),
-            true,
-        )?;
+        let stem = ConvBnAct::load_named(&vb, "conv1", "bn1", cfg.in_channels, stem_c, ConvConfig::same(cfg.stem_kernel, cfg.stem_stride, 1, false), true)?;
         let mut in_c = stem_c;
         let mut stages = Vec::new();
         for s in 0..cfg.layers.len() {

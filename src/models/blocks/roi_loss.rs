@@ -82,7 +82,11 @@ pub fn mask_rcnn_loss(mask_logits: &Tensor, targets: &[RoiTargets]) -> Result<Te
     let mut wanted: Vec<Tensor> = Vec::new();
     for t in targets {
         if t.mask_targets.dims()[0] != t.positive_rows.len() {
-            candle_core::bail!("mask loss: {} foreground rows but {} mask targets (were masks given to roi_head_targets?)", t.positive_rows.len(), t.mask_targets.dims()[0]);
+            candle_core::bail!(
+                "mask loss: {} foreground rows but {} mask targets (were masks given to roi_head_targets?)",
+                t.positive_rows.len(),
+                t.mask_targets.dims()[0]
+            );
         }
         for (j, &k) in t.positive_rows.iter().enumerate() {
             channels.push((channels.len() * c + t.labels[k] as usize) as u32);

@@ -221,7 +221,18 @@ pub fn match_anchors(anchors: &[[f32; 4]], gt: &[[f32; 4]], fg_iou_threshold: f3
             }
         }
     }
-    let mut labels: Vec<i8> = best_iou.iter().map(|&v| if v >= fg_iou_threshold { 1 } else if v < bg_iou_threshold { 0 } else { -1 }).collect();
+    let mut labels: Vec<i8> = best_iou
+        .iter()
+        .map(|&v| {
+            if v >= fg_iou_threshold {
+                1
+            } else if v < bg_iou_threshold {
+                0
+            } else {
+                -1
+            }
+        })
+        .collect();
     for row in &overlaps {
         let highest = row.iter().copied().fold(0f32, f32::max);
         if highest > 0.0 {
@@ -398,7 +409,8 @@ mod tests {
         let head = RpnHead::load(vb, 8, 3)?;
         let acfg = RpnAnchorConfig::default();
         let grids = acfg.grid_sizes((64, 64));
-        let feats: Vec<Tensor> = grids.iter().enumerate().map(|(l, &(h, w))| det_tensor(&[2, 8, h, w], 60 + l as u64).to_dtype(DType::F32)).collect::<Result<_>>()?;
+        let feats: Vec<Tensor> =
+            grids.iter().enumerate().map(|(l, &(h, w))| det_tensor(&[2, 8, h, w], 60 + l as u64).to_dtype(DType::F32)).collect::<Result<_>>()?;
         let out = head.forward(&feats)?;
         assert_eq!(out.objectness.dims(), &[2, 1023]);
         assert_eq!(out.deltas.dims(), &[2, 1023, 4]);

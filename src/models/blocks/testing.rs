@@ -9,11 +9,7 @@ pub fn gradcheck(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<f6
     let var = Var::from_tensor(&x)?;
     let y = f(var.as_tensor())?;
     let grads = y.backward()?;
-    let analytic: Vec<f64> = grads
-        .get(var.as_tensor())
-        .expect("the input takes part in the output")
-        .flatten_all()?
-        .to_vec1()?;
+    let analytic: Vec<f64> = grads.get(var.as_tensor()).expect("the input takes part in the output").flatten_all()?.to_vec1()?;
     let base: Vec<f64> = x.flatten_all()?.to_vec1()?;
     let eps = 1e-6;
     let mut worst = 0f64;

@@ -30,8 +30,7 @@ impl Default for VggSsdConfig {
 /// VGG16 blocks: (channels, convs) per block; a 2x2 max pool follows blocks 1-4.
 const VGG16: [(usize, usize); 5] = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)];
 /// SSD512 extras: (1x1 width, 3x3 width, stride, kernel of the second conv).
-const SSD512_EXTRAS: [(usize, usize, usize, usize); 5] =
-    [(256, 512, 2, 3), (128, 256, 2, 3), (128, 256, 2, 3), (128, 256, 2, 3), (128, 256, 1, 4)];
+const SSD512_EXTRAS: [(usize, usize, usize, usize); 5] = [(256, 512, 2, 3), (128, 256, 2, 3), (128, 256, 2, 3), (128, 256, 2, 3), (128, 256, 1, 4)];
 
 fn conv(vb: VarBuilder, name: &str, i: usize, o: usize, cfg: ConvConfig) -> Result<Conv2d> {
     Conv2d::load(vb.pp(name), i, o, cfg)

@@ -155,9 +155,7 @@ pub fn flip(sample: &mut Sample, axis: Axis, swap_pairs: &[(String, String)]) {
         Axis::Horizontal => 2,
     };
     let dims = sample.image.dims();
-    let idx: Vec<Vec<Taps>> = (0..3)
-        .map(|b| (0..dims[b]).map(|o| vec![(if b == a { dims[b] - 1 - o } else { o }, 1.0)]).collect())
-        .collect();
+    let idx: Vec<Vec<Taps>> = (0..3).map(|b| (0..dims[b]).map(|o| vec![(if b == a { dims[b] - 1 - o } else { o }, 1.0)]).collect()).collect();
     sample.image = apply_taps(&sample.image, [&idx[0], &idx[1], &idx[2]], 0.0);
     if let Some(l) = &mut sample.labels {
         let n = dims[a];
@@ -561,10 +559,7 @@ mod tests {
         // linear image: value at (16, 4) is the old value at (14, 6) = 6 * 21 + 14
         assert!((s.image.get(0, 0, 4, 16) - 140.0).abs() < 1e-4);
         // many random zooms and flips: the point stays on its blob
-        let pipe = Pipeline::new(vec![
-            Augmentation::Scale(ScaleAug { probability: 1.0, ..Default::default() }),
-            Augmentation::Flip(FlipAug::default()),
-        ]);
+        let pipe = Pipeline::new(vec![Augmentation::Scale(ScaleAug { probability: 1.0, ..Default::default() }), Augmentation::Flip(FlipAug::default())]);
         for index in 0..50 {
             let out = pipe.apply(blob_sample(21, 21, 14, 6), 3, 0, index).unwrap();
             let p = out.point("p").unwrap();

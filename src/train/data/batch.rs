@@ -54,7 +54,13 @@ pub fn collate(samples: &[Sample], device: &Device) -> Result<Batch> {
         for s in samples {
             let l = s.labels.as_ref().unwrap();
             if l.layers != layers || l.dims() != im.dims() {
-                return Err(DataError::Invalid(format!("collate: labels of sample {} are {} x {:?}, expected {layers} x {:?}", s.id, l.layers, l.dims(), im.dims())));
+                return Err(DataError::Invalid(format!(
+                    "collate: labels of sample {} are {} x {:?}, expected {layers} x {:?}",
+                    s.id,
+                    l.layers,
+                    l.dims(),
+                    im.dims()
+                )));
             }
             data.extend(l.data.iter().map(|v| *v as u32));
         }

@@ -97,11 +97,12 @@ pub fn kmeans(points: &[Vec<f64>], k: usize, seed: u64, restarts: usize, max_ite
                 rng.below(points.len())
             } else {
                 let mut r = rng.uniform() * total;
-                d.iter().position(|x| {
-                    r -= x;
-                    r < 0.0
-                })
-                .unwrap_or(points.len() - 1)
+                d.iter()
+                    .position(|x| {
+                        r -= x;
+                        r < 0.0
+                    })
+                    .unwrap_or(points.len() - 1)
             };
             centres.push(points[pick].clone());
         }
@@ -262,7 +263,11 @@ pub fn cluster_folder(data: &Path, cfg: &ClusterConfig) -> Result<ClusterReport>
     let results: Vec<(PathBuf, std::result::Result<Vec<f64>, String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|p| (p.clone(), read_values(p).map(|v| histogram(&v, cfg.bins, cfg.range)).map_err(|e| e.to_string()))).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter().map(|p| (p.clone(), read_values(p).map(|v| histogram(&v, cfg.bins, cfg.range)).map_err(|e| e.to_string()))).collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("feature thread panicked")).collect()
     });
@@ -308,7 +313,8 @@ impl ClusterReport {
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let _ = writeln!(s, "{} images in {} ({} other files skipped), {} histogram bins", self.images, self.data.display(), self.skipped.len(), self.config.bins);
+        let _ =
+            writeln!(s, "{} images in {} ({} other files skipped), {} histogram bins", self.images, self.data.display(), self.skipped.len(), self.config.bins);
         let _ = writeln!(s, "{:>4}  {:>10}  {:>12}  {:>10}", "k", "DP", "inertia", "silhouette");
         for r in &self.per_k {
             let mark = if r.k == self.chosen_k { "  <- chosen (largest DP)" } else { "" };

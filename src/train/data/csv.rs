@@ -39,10 +39,7 @@ impl Table {
 
     /// Index of a required column.
     pub fn column(&self, name: &str) -> Result<usize> {
-        self.columns
-            .get(name)
-            .copied()
-            .ok_or_else(|| DataError::table(&self.path, 1, format!("no column '{name}' (columns: {})", self.header.join(", "))))
+        self.columns.get(name).copied().ok_or_else(|| DataError::table(&self.path, 1, format!("no column '{name}' (columns: {})", self.header.join(", "))))
     }
 
     /// Parses field `col` of the row at `line` as f64.

@@ -91,10 +91,7 @@ pub fn read_mask(path: &Path) -> Result<LabelMap> {
         image::DynamicImage::ImageLuma8(m) => m.into_raw().into_iter().map(u16::from).collect(),
         image::DynamicImage::ImageLuma16(m) => m.into_raw(),
         other => {
-            return Err(DataError::file(
-                path,
-                format!("a label mask must be a single-channel grey image of class indices; this one is {:?}", other.color()),
-            ))
+            return Err(DataError::file(path, format!("a label mask must be a single-channel grey image of class indices; this one is {:?}", other.color())))
         }
     };
     LabelMap::new(1, [1, h, w], data)
@@ -109,8 +106,7 @@ fn require_file(path: &Path, table: &Path, line: usize) -> Result<()> {
 }
 
 fn read_split_column(table: &Table, line: usize, fields: &[String], col: usize) -> Result<FileSplit> {
-    FileSplit::parse(&fields[col])
-        .ok_or_else(|| DataError::table(&table.path, line, format!("split '{}' is not train, test or excluded", fields[col])))
+    FileSplit::parse(&fields[col]).ok_or_else(|| DataError::table(&table.path, line, format!("split '{}' is not train, test or excluded", fields[col])))
 }
 
 // ---------------------------------------------------------------- landmarks
@@ -209,9 +205,7 @@ impl ImagePointsDataset {
                 }
             }
             let lm = f[c_lm].trim();
-            let k = *order
-                .get(lm)
-                .ok_or_else(|| DataError::table(&table.path, *line, format!("landmark '{lm}' is not in {}", cfg.names_csv)))?;
+            let k = *order.get(lm).ok_or_else(|| DataError::table(&table.path, *line, format!("landmark '{lm}' is not in {}", cfg.names_csv)))?;
             let p = [table.number(*line, f, c_x)?, table.number(*line, f, c_y)?];
             let slot = &mut points.entry(f[c_img].trim().to_string()).or_insert_with(|| vec![None; landmark_names.len()])[k];
             if slot.is_some() {

@@ -43,11 +43,7 @@ fn apply_2d(s: &Sample, out_hw: (usize, usize), mx: AxisMap, my: AxisMap, fill: 
     let image = resample_image(&s.image, dims, maps, Filter::LinearAntialias, fill);
     let labels = s.labels.as_ref().map(|l| resample_labels(l, dims, maps, 0));
     let t = Transform2d { scale_x: mx.scale, scale_y: my.scale, offset_x: mx.offset, offset_y: my.offset };
-    let points = s
-        .points
-        .iter()
-        .map(|p| super::sample::Landmark { name: p.name.clone(), position: p.position.map(|q| t.forward(q)) })
-        .collect();
+    let points = s.points.iter().map(|p| super::sample::Landmark { name: p.name.clone(), position: p.position.map(|q| t.forward(q)) }).collect();
     let spacing = s.spacing.map(|sp| [sp[0], sp[1] / my.scale, sp[2] / mx.scale]);
     Sample { id: s.id.clone(), image, labels, points, spacing }
 }

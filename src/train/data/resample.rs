@@ -199,9 +199,8 @@ pub fn resample_image(image: &Image, out_dims: [usize; 3], maps: [AxisMap; 3], f
 /// Resamples a label map (nearest neighbour) onto `out_dims` with per-axis maps.
 pub fn resample_labels(labels: &LabelMap, out_dims: [usize; 3], maps: [AxisMap; 3], fill: u16) -> LabelMap {
     let dims = labels.dims();
-    let idx: Vec<Vec<Option<usize>>> = (0..3)
-        .map(|a| axis_taps(dims[a], out_dims[a], maps[a], Filter::Nearest).into_iter().map(|t| t.first().map(|p| p.0)).collect())
-        .collect();
+    let idx: Vec<Vec<Option<usize>>> =
+        (0..3).map(|a| axis_taps(dims[a], out_dims[a], maps[a], Filter::Nearest).into_iter().map(|t| t.first().map(|p| p.0)).collect()).collect();
     let mut data = Vec::with_capacity(labels.layers * out_dims.iter().product::<usize>());
     for l in 0..labels.layers {
         for z in &idx[0] {

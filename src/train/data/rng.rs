@@ -123,14 +123,18 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = Rng::for_sample(7, 3, 11);
-            move |_| r.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut r = Rng::for_sample(7, 3, 11);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::for_sample(7, 3, 11);
+                move |_| r.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::for_sample(7, 3, 11);
+                move |_| r.next_u64()
+            })
+            .collect();
         assert_eq!(a, b);
         for (s, e, i) in [(8, 3, 11), (7, 4, 11), (7, 3, 12)] {
             assert_ne!(Rng::for_sample(s, e, i).next_u64(), a[0], "({s},{e},{i})");

@@ -134,12 +134,7 @@ impl Sample {
     pub fn validate(&self) -> Result<()> {
         if let Some(l) = &self.labels {
             if l.dims() != self.image.dims() {
-                return Err(DataError::Invalid(format!(
-                    "sample {}: label map is {:?} (D, H, W) but the image is {:?}",
-                    self.id,
-                    l.dims(),
-                    self.image.dims()
-                )));
+                return Err(DataError::Invalid(format!("sample {}: label map is {:?} (D, H, W) but the image is {:?}", self.id, l.dims(), self.image.dims())));
             }
         }
         if !self.points.is_empty() && !self.image.is_2d() {

@@ -110,8 +110,9 @@ impl VolumeDataset {
         let mut cases = Vec::new();
         for (line, f) in &table.rows {
             let s = match c_split {
-                Some(c) => FileSplit::parse(&f[c])
-                    .ok_or_else(|| DataError::table(&table.path, *line, format!("split '{}' is not train, test or excluded", f[c])))?,
+                Some(c) => {
+                    FileSplit::parse(&f[c]).ok_or_else(|| DataError::table(&table.path, *line, format!("split '{}' is not train, test or excluded", f[c])))?
+                }
                 None => FileSplit::Train,
             };
             let id = f[c_id].trim().to_string();

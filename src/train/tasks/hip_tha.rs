@@ -73,7 +73,8 @@ fn load_split(dir: &Path, cfg: &HipTaskConfig) -> anyhow::Result<Vec<Case>> {
             bail!("{}: no Pixel Spacing / Imager Pixel Spacing; hip-tha measures in mm", dcm.display());
         }
         let img = decode_object(&obj, ColorMode::Luminance)?;
-        let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &cfg.preprocess).with_context(|| format!("pre-processing {}", dcm.display()))?;
+        let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &cfg.preprocess)
+            .with_context(|| format!("pre-processing {}", dcm.display()))?;
         let points_input = (0..10).map(|k| labels.points_mm.get(k).map(|p| input.from_source_mm(p))).collect();
         cases.push(Case { id: labels.file.clone(), input, points_input, labels });
     }
@@ -89,7 +90,12 @@ impl HipTask {
         let (train_dir, test_dir) = (opts.data_dir.join("train"), opts.data_dir.join("test"));
         for d in [&train_dir, &test_dir] {
             if !d.is_dir() {
-                bail!("{} missing: make it with `ainode data synth hip-tha --out {} --seed {} --count N`", d.display(), d.display(), if d == &test_dir { 1 } else { 0 });
+                bail!(
+                    "{} missing: make it with `ainode data synth hip-tha --out {} --seed {} --count N`",
+                    d.display(),
+                    d.display(),
+                    if d == &test_dir { 1 } else { 0 }
+                );
             }
         }
         let mut all = load_split(&train_dir, &cfg)?;
@@ -276,11 +282,7 @@ mod tests {
         let gen = HipSynthConfig { spacing_mm: (0.4, 0.4), render_spacing_mm: 0.4, negative_share: 0.3, ..Default::default() };
         write_dataset(&gen, &dir.path().join("train"), 0, 6)?;
         write_dataset(&gen, &dir.path().join("test"), 1, 3)?;
-        let arch = HipTaskConfig {
-            network: HipSsdConfig { width_mult: 0.0625, ..Default::default() },
-            validation_fraction: 0.2,
-            ..Default::default()
-        };
+        let arch = HipTaskConfig { network: HipSsdConfig { width_mult: 0.0625, ..Default::default() }, validation_fraction: 0.2, ..Default::default() };
         let opts = TaskOptions { data_dir: dir.path().to_path_buf(), device: Device::Cpu, seed: 4, architecture: Some(serde_json::to_value(&arch)?) };
         let mut task = HipTask::open(&opts)?;
         assert_eq!((task.num_train(), task.val.len(), task.test.len()), (5, 1, 3));
