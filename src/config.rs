@@ -29,6 +29,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub http: HttpConfig,
     pub results: ResultsConfig,
+    /// Settings of the analysis pipelines (`[pipelines]`, `[pipelines.NAME]`).
+    #[serde(default)]
+    pub pipelines: crate::pipelines::PipelinesConfig,
     #[serde(default)]
     pub peers: Vec<Peer>,
     #[serde(default)]
@@ -341,6 +344,29 @@ impl Config {
                 regex::RegexBuilder::new(p).case_insensitive(true).build().map_err(|e| bad(&format!("{f}.expected_series"), e.to_string()))?;
             }
         }
+        let pl = &self.pipelines;
+        if !pl.device.is_empty() {
+            pl.device.parse::<crate::models::device::DeviceSpec>().map_err(|e| bad("pipelines.device", e.to_string()))?;
+        }
+        let hip = &pl.hip_tha;
+        if let Some(s) = hip.min_score {
+            if !(0.0..=1.0).contains(&s) {
+                return Err(bad("pipelines.hip-tha.min_score", format!("{s} is not in [0, 1]")));
+            }
+        }
+        let r = &hip.risk;
+        for (field, lo, hi) in [
+            ("abduction_min_deg/abduction_max_deg", r.abduction_min_deg, r.abduction_max_deg),
+            ("vertical_low_mm/vertical_high_mm", r.vertical_low_mm, r.vertical_high_mm),
+            ("horizontal_medial_mm/horizontal_lateral_mm", r.horizontal_medial_mm, r.horizontal_lateral_mm),
+        ] {
+            if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                return Err(bad(&format!("pipelines.hip-tha.risk.{field}"), format!("the range {lo}..{hi} is empty")));
+            }
+        }
+        if !(0.0..=100.0).contains(&r.coverage_min_pct) {
+            return Err(bad("pipelines.hip-tha.risk.coverage_min_pct", format!("{} is not a percentage", r.coverage_min_pct)));
+        }
         Ok(())
     }
 }
@@ -435,6 +461,30 @@ mod tests {
         assert!(e.to_string().contains("results.sr_series_description"), "{e}");
         let e = Config::from_toml("[results]\npr_series_number = -1\n").unwrap_err();
         assert!(e.to_string().contains("results.pr_series_number"), "{e}");
+    }
+
+    #[test]
+    fn pipeline_settings_default_to_the_source_and_are_validated() {
+        let c = Config::load(None).unwrap();
+        let hip = &c.pipelines.hip_tha;
+        assert_eq!((hip.risk.abduction_min_deg, hip.risk.abduction_max_deg, hip.risk.coverage_min_pct), (30.0, 50.0, 70.0));
+        assert_eq!(
+            (hip.risk.vertical_low_mm, hip.risk.vertical_high_mm, hip.risk.horizontal_medial_mm, hip.risk.horizontal_lateral_mm),
+            (-6.0, 6.0, -5.0, 5.0)
+        );
+        assert_eq!(hip, &crate::pipelines::hip_tha::HipThaSettings::default(), "conf/node.toml and the code agree");
+        assert_eq!(c.rules.iter().filter_map(|r| r.analyze.as_deref()).collect::<Vec<_>>(), vec!["hip-tha"]);
+        let e = Config::from_toml("[pipelines.hip-tha.risk]\nabduction_min_deg = 60.0\n").unwrap_err().to_string();
+        assert!(e.contains("pipelines.hip-tha.risk.abduction_min_deg"), "{e}");
+        let e = Config::from_toml("[pipelines.hip-tha]\nmin_score = 2.0\n").unwrap_err().to_string();
+        assert!(e.contains("pipelines.hip-tha.min_score"), "{e}");
+        let e = Config::from_toml("[pipelines]\ndevice = \"tpu\"\n").unwrap_err().to_string();
+        assert!(e.contains("pipelines.device"), "{e}");
+        let e = Config::from_toml("[[rules]]\nname = \"x\"\nanalyze = \"nope\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown pipeline `nope`; available: [hip-tha]"), "{e}");
+        // a user's rules replace the default list
+        let c = Config::from_toml("[[peers]]\nname=\"p\"\nae_title=\"P\"\nhost=\"h\"\nport=1\n[[rules]]\nname = \"f\"\nforward_to = [\"p\"]\n").unwrap();
+        assert_eq!(c.rules.len(), 1);
     }
 
     #[test]

@@ -121,7 +121,8 @@ pub async fn send_instances(
     Ok(report)
 }
 
-/// Runs forward jobs for one destination until the process ends.
+/// Runs the jobs of one destination until the process ends: `forward`
+/// (the study as received) and `results` (the node's result objects).
 pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, peer: Peer, metrics: Arc<Metrics>) {
     let span = tracing::info_span!("export", destination = %peer.name);
     async move {
@@ -129,7 +130,11 @@ pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, pee
             let claimed = {
                 let jobs = jobs.clone();
                 let name = peer.name.clone();
-                tokio::task::spawn_blocking(move || jobs.claim("forward", &name)).await
+                tokio::task::spawn_blocking(move || match jobs.claim("forward", &name)? {
+                    Some(j) => Ok(Some(j)),
+                    None => jobs.claim("results", &name),
+                })
+                .await
             };
             match claimed {
                 Ok(Ok(Some(job))) => run_forward_job(&cfg, &index, &jobs, &peer, job, &metrics).await,
@@ -148,7 +153,7 @@ pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, pee
 
 async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Peer, job: Job, metrics: &Metrics) {
     let study = job.study_uid.clone();
-    let items = match index.undelivered(&study, &peer.name) {
+    let items = match if job.kind == "results" { index.undelivered_results(&study, &peer.name) } else { index.undelivered(&study, &peer.name) } {
         Ok(v) => v,
         Err(e) => {
             let _ = jobs.fail(job.id, &format!("index: {e}"), 0, Some(now_ms() + 5000));
@@ -156,7 +161,7 @@ async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Pe
         }
     };
     let remote = RemoteAe::from(peer);
-    info!(study_uid = %study, job = job.id, attempt = job.attempts, instances = items.len(), "forwarding to {remote}");
+    info!(study_uid = %study, job = job.id, kind = %job.kind, attempt = job.attempts, instances = items.len(), "sending to {remote}");
     let idx = index.clone();
     let dest = peer.name.clone();
     let result = send_instances(&remote, &scu_options(cfg), &items, cfg.export.batch_size, |item, st| {
@@ -168,7 +173,7 @@ async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Pe
     .await;
     let error = match result {
         Ok(r) if r.failures.is_empty() => {
-            info!(study_uid = %study, job = job.id, sent = r.sent, warnings = r.warnings, "forward done");
+            info!(study_uid = %study, job = job.id, kind = %job.kind, sent = r.sent, warnings = r.warnings, "sent");
             let _ = jobs.finish(job.id, items.len() as i64);
             return;
         }

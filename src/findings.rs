@@ -413,11 +413,30 @@ impl Measurement {
     }
 }
 
-/// A coded assessment, e.g. (Abduction angle risk) = (Normal).
+/// An assessment, e.g. (Abduction angle risk) = (Normal), or a statement
+/// in words, e.g. (Coverage) = "not measured: point a not found".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualitativeEvaluation {
     pub concept: Code,
-    pub value: Code,
+    pub value: EvaluationValue,
+}
+
+impl QualitativeEvaluation {
+    pub fn coded(concept: Code, value: Code) -> QualitativeEvaluation {
+        QualitativeEvaluation { concept, value: EvaluationValue::Code(value) }
+    }
+
+    pub fn text(concept: Code, text: impl Into<String>) -> QualitativeEvaluation {
+        QualitativeEvaluation { concept, value: EvaluationValue::Text(text.into()) }
+    }
+}
+
+/// A coded value (SR CODE) or free text (SR TEXT; TID 1500 row 14).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EvaluationValue {
+    Code(Code),
+    Text(String),
 }
 
 /// A detected lesion, summarised.

@@ -186,7 +186,7 @@ pub fn backoff_ms(attempts: u32, initial_s: u64, max_s: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::InstanceHeader;
+    use crate::spool::{InstanceHeader, StoredInstance};
 
     fn queue() -> (tempfile::TempDir, JobQueue, Index) {
         let dir = tempfile::tempdir().unwrap();
@@ -247,6 +247,39 @@ mod tests {
         // crash while running: resumed on restart
         assert_eq!(q.resume_interrupted().unwrap(), 1);
         assert!(q.claim("forward", "p").unwrap().is_some());
+    }
+
+    #[test]
+    fn results_are_recorded_with_their_send_jobs_and_never_route() {
+        let (_d, q, index) = queue();
+        let last = add_instance(&index, "1.9.1.1");
+        let analyze = vec![Action::Analyze { rule: "hip".into(), pipeline: "hip-tha".into(), send_to: vec!["pacs".into()] }];
+        q.complete_study("1.9", last, &analyze).unwrap();
+        let job = q.claim("analyze", "").unwrap().unwrap();
+        let sr = StoredInstance {
+            sop_uid: "2.5.1".into(),
+            sop_class: "1.2.840.10008.5.1.4.1.1.88.33".into(),
+            series_uid: "2.5".into(),
+            study_uid: "1.9".into(),
+            transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            path: "/r/2.5.1.dcm".into(),
+        };
+        index.commit_results(&job, std::slice::from_ref(&sr), &["pacs".into()]).unwrap();
+        let jobs = q.list().unwrap();
+        assert_eq!(jobs.iter().find(|j| j.id == job.id).unwrap().state, "done");
+        let send = q.claim("results", "pacs").unwrap().unwrap();
+        assert_eq!((send.study_uid.as_str(), send.rule.as_str(), send.generation), ("1.9", "hip", job.generation));
+        assert_eq!(index.undelivered_results("1.9", "pacs").unwrap(), vec![sr.clone()]);
+        // results are not instances: forwarding and routing never see them
+        assert_eq!(index.undelivered("1.9", "pacs").unwrap().len(), 1);
+        assert!(index.is_result("2.5.1").unwrap() && !index.is_result("1.9.1.1").unwrap());
+        index.mark_delivered("2.5.1", "pacs", 0).unwrap();
+        assert!(index.undelivered_results("1.9", "pacs").unwrap().is_empty());
+        // the same job committed again (a re-run) makes no second send job
+        index.commit_results(&job, std::slice::from_ref(&sr), &["pacs".into()]).unwrap();
+        assert_eq!(q.list().unwrap().iter().filter(|j| j.kind == "results").count(), 1);
+        index.delete_study("1.9").unwrap();
+        assert!(index.study_results("1.9").unwrap().is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! ainode: a DICOM node that receives studies, routes them by rule,
 //! forwards them and runs analyses. See ARCHITECTURE.md for the map.
 
+pub mod analyze;
 pub mod assembly;
 pub mod clock;
 pub mod config;

@@ -56,6 +56,22 @@ enum Cmd {
         #[command(subcommand)]
         action: Option<JobsAction>,
     },
+    /// Run an analysis pipeline offline on files: result objects (SR,
+    /// presentation states) into OUTPUT, the findings as JSON on stdout.
+    Run {
+        /// Pipeline name (hip-tha).
+        #[arg(long)]
+        pipeline: String,
+        /// DICOM files or folders (searched recursively); one study.
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
+        /// Folder for the result objects.
+        #[arg(long)]
+        output: PathBuf,
+        /// auto, cpu or cuda:N (default: pipelines.device of the config).
+        #[arg(long)]
+        device: Option<DeviceSpec>,
+    },
     /// Write a result object (SEG, SR, GSPS) from files; see docs/encode-json.md.
     Encode {
         #[command(subcommand)]
@@ -348,6 +364,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Send { target, paths, calling_ae, batch } => {
             let opts = scu_opts(load()?, calling_ae);
             send(&target, &opts, &paths, batch)
+        }
+        Cmd::Run { pipeline, input, output, device } => {
+            let mut cfg = load()?;
+            if let Some(d) = device {
+                cfg.pipelines.device = d.to_string();
+            }
+            let run = ainode::analyze::run_offline(&cfg, &pipeline, &input, &output)?;
+            println!("{}", serde_json::to_string_pretty(&run.summary)?);
+            for w in &run.written {
+                eprintln!("wrote {} (SOP Class {}, SOP Instance {}): {}", w.path.display(), w.sop_class_uid, w.sop_instance_uid, w.detail);
+            }
+            Ok(0)
         }
         Cmd::Encode { what } => {
             use ainode::encode::commands;

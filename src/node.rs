@@ -1,5 +1,6 @@
 //! `ainode serve`: opens the spool, recovers from a crash, and runs the SCP,
-//! the study assembler, one export worker per peer and the retention sweep.
+//! the study assembler, the analysis worker, one export worker per peer and
+//! the retention sweep.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tasks.spawn(StudyAssembler::new(cfg.clone(), spool.index.clone(), jobs.clone()).run());
     for peer in cfg.peers.clone() {
         tasks.spawn(crate::export::run_destination(cfg.clone(), spool.index.clone(), jobs.clone(), peer, metrics.clone()));
+    }
+    if cfg.rules.iter().any(|r| r.analyze.is_some()) {
+        tasks.spawn(crate::analyze::run_analysis_worker(cfg.clone(), spool.clone(), jobs.clone()));
     }
     tasks.spawn(retention(cfg.clone(), spool.clone()));
 

@@ -160,6 +160,19 @@ mod tests {
     }
 
     #[test]
+    fn embedded_default_sends_ap_pelvis_radiographs_to_hip_tha() {
+        let r = Router::new(&Config::load(None).unwrap());
+        let hip = |rule: &str| vec![Action::Analyze { rule: rule.into(), pipeline: "hip-tha".into(), send_to: vec![] }];
+        assert_eq!(r.route(&study(&[("DX", "PELVIS", "")], "")), hip("hip-tha"));
+        assert_eq!(r.route(&study(&[("CR", "hip", "")], "")), hip("hip-tha"));
+        // empty Body Part Examined: the descriptions decide
+        assert_eq!(r.route(&study(&[("DX", "", "Becken a.p.")], "")), hip("hip-tha"));
+        assert_eq!(r.route(&study(&[("CR", "", "")], "XR PELVIS 1 VIEW")), hip("hip-tha"));
+        assert!(r.route(&study(&[("DX", "CHEST", "")], "")).is_empty());
+        assert!(r.route(&study(&[("CT", "PELVIS", "")], "")).is_empty());
+    }
+
+    #[test]
     fn empty_match_matches_everything() {
         let r = Router::new(&cfg("[[rules]]\nname=\"all\"\nmatch={}\nforward_to=[\"a\"]\n"));
         assert_eq!(r.route(&study(&[("MR", "", "")], "")), vec![Action::Forward { rule: "all".into(), peer: "a".into() }]);

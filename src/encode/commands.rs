@@ -23,7 +23,7 @@ pub struct Written {
     pub detail: String,
 }
 
-fn written(path: &Path, obj: &super::dataset::Obj, detail: String) -> Written {
+pub(crate) fn written(path: &Path, obj: &super::dataset::Obj, detail: String) -> Written {
     use dicom_dictionary_std::tags;
     Written {
         path: path.to_path_buf(),

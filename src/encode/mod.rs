@@ -24,6 +24,7 @@ pub mod gsps;
 pub mod icc;
 pub mod json;
 pub mod labelmap;
+pub mod results;
 pub mod sc;
 pub mod seg;
 pub mod source;

@@ -1,11 +1,71 @@
-//! Analysis pipelines: one file per analysis, study -> findings.
+//! Analysis pipelines: one file per analysis, study files -> findings and
+//! overlays (no DICOM is written here; `encode::results` does that).
 //! Rules name a pipeline with `analyze = "NAME"`; config validation accepts
-//! only names listed here.
+//! only names listed in [`names`].
 
 pub mod hip_geometry;
+pub mod hip_tha;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::findings::{Findings, Overlay};
 
 /// Names of the pipelines this build can run.
 pub fn names() -> Vec<&'static str> {
-    // Each analysis registers here when it lands (see MODELS.md).
-    Vec::new()
+    vec![hip_tha::NAME]
+}
+
+/// `[pipelines]` in the node config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// auto, cpu or cuda:N (auto = the first GPU when built with CUDA, else CPU).
+    pub device: String,
+    #[serde(rename = "hip-tha")]
+    pub hip_tha: hip_tha::HipThaSettings,
+}
+
+/// What a pipeline reports about one analysed image.
+#[derive(Debug, Clone)]
+pub struct ImageReport {
+    pub image: PathBuf,
+    /// Becomes a TID 1500 SR.
+    pub findings: Option<Findings>,
+    /// Becomes a presentation state on the image.
+    pub overlay: Option<Overlay>,
+    /// The pipeline's own account (JSON), printed by `ainode run`.
+    pub summary: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineOutput {
+    pub pipeline: String,
+    /// Version of the weights; enters the result UIDs.
+    pub model_version: String,
+    pub reports: Vec<ImageReport>,
+}
+
+/// A loaded pipeline (weights in memory), ready for studies.
+pub enum Pipeline {
+    HipTha(hip_tha::HipThaPipeline),
+}
+
+impl Pipeline {
+    /// Loads `name` with its settings from the config.
+    pub fn load(name: &str, cfg: &PipelinesConfig) -> anyhow::Result<Pipeline> {
+        let device = crate::models::device::parse_device(if cfg.device.is_empty() { "auto" } else { &cfg.device })?;
+        match name {
+            hip_tha::NAME => Ok(Pipeline::HipTha(hip_tha::HipThaPipeline::load(&cfg.hip_tha, &device)?)),
+            other => anyhow::bail!("unknown pipeline `{other}`; available: [{}]", names().join(", ")),
+        }
+    }
+
+    /// Analyses the files of one study.
+    pub fn analyze(&self, files: &[PathBuf]) -> anyhow::Result<PipelineOutput> {
+        match self {
+            Pipeline::HipTha(p) => p.analyze(files),
+        }
+    }
 }

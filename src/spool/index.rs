@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,                 -- forward | analyze
+    kind TEXT NOT NULL,                 -- forward | analyze | results
     study_uid TEXT NOT NULL,
     rule TEXT NOT NULL,
     destination TEXT NOT NULL DEFAULT '',
@@ -56,6 +56,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE(kind, study_uid, rule, destination, generation)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, next_attempt_at);
+-- Result objects the node made (SR, PR, SEG...); never routed or analysed.
+CREATE TABLE IF NOT EXISTS results (
+    sop_uid TEXT PRIMARY KEY,
+    sop_class TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    path TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_study ON results(study_uid);
 CREATE TABLE IF NOT EXISTS deliveries (
     sop_uid TEXT NOT NULL,
     destination TEXT NOT NULL,
@@ -238,10 +250,70 @@ impl Index {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM deliveries WHERE sop_uid IN (SELECT sop_uid FROM instances WHERE study_uid = ?1)", [study_uid])?;
+        tx.execute("DELETE FROM deliveries WHERE sop_uid IN (SELECT sop_uid FROM results WHERE study_uid = ?1)", [study_uid])?;
+        tx.execute("DELETE FROM results WHERE study_uid = ?1", [study_uid])?;
         tx.execute("DELETE FROM instances WHERE study_uid = ?1", [study_uid])?;
         tx.execute("DELETE FROM series WHERE study_uid = ?1", [study_uid])?;
         tx.execute("DELETE FROM studies WHERE study_uid = ?1", [study_uid])?;
         tx.commit()
+    }
+
+    /// Records the result objects of an analyze job and queues a `results`
+    /// job per destination, then marks the analyze job done, all in one
+    /// transaction: a crash leaves either nothing (the job runs again and
+    /// rewrites the same files) or everything.
+    pub fn commit_results(&self, job: &crate::jobs::Job, results: &[StoredInstance], send_to: &[String]) -> rusqlite::Result<()> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for r in results {
+            tx.execute(
+                "INSERT OR REPLACE INTO results (sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path, job_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![r.sop_uid, r.sop_class, r.series_uid, r.study_uid, r.transfer_syntax, r.path, job.id, now],
+            )?;
+            // a re-run (new generation) replaces the objects: send them again
+            tx.execute("DELETE FROM deliveries WHERE sop_uid = ?1", [&r.sop_uid])?;
+        }
+        for peer in send_to {
+            tx.execute(
+                "INSERT OR IGNORE INTO jobs (kind, study_uid, rule, destination, pipeline, generation, state, next_attempt_at, created_at, updated_at)
+                 VALUES ('results', ?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
+                params![job.study_uid, job.rule, peer, job.pipeline, job.generation, now],
+            )?;
+        }
+        tx.execute(
+            "UPDATE jobs SET state = 'done', last_error = NULL, instances = ?2, updated_at = ?3 WHERE id = ?1",
+            params![job.id, results.len() as i64, now],
+        )?;
+        tx.commit()
+    }
+
+    /// Result objects of a study not yet delivered to `destination`.
+    pub fn undelivered_results(&self, study_uid: &str, destination: &str) -> rusqlite::Result<Vec<StoredInstance>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT r.sop_uid, r.sop_class, r.series_uid, r.study_uid, r.transfer_syntax, r.path FROM results r
+             WHERE r.study_uid = ?1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid = r.sop_uid AND d.destination = ?2)
+             ORDER BY r.series_uid, r.sop_uid",
+        )?;
+        let rows = st.query_map([study_uid, destination], row_to_instance)?;
+        rows.collect()
+    }
+
+    /// Whether the node made this instance (a result object echoed back by a peer).
+    pub fn is_result(&self, sop_uid: &str) -> rusqlite::Result<bool> {
+        self.conn().query_row("SELECT 1 FROM results WHERE sop_uid = ?1", [sop_uid], |_| Ok(())).optional().map(|r| r.is_some())
+    }
+
+    /// Result objects of a study (`ainode jobs`, tests).
+    pub fn study_results(&self, study_uid: &str) -> rusqlite::Result<Vec<StoredInstance>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path FROM results WHERE study_uid = ?1 ORDER BY sop_uid")?;
+        let rows = st.query_map([study_uid], row_to_instance)?;
+        rows.collect()
     }
 
     pub fn all_instance_paths(&self) -> rusqlite::Result<std::collections::HashSet<String>> {

@@ -182,6 +182,13 @@ impl Spool {
             let _ = fs::remove_file(&temp);
             return Ok(StoreOutcome::Duplicate(header));
         }
+        // Our own result object sent back by a PACS (auto-routing loops):
+        // acknowledged, not stored, so it never re-opens or re-analyses the study.
+        if self.index.is_result(&header.sop_uid).map_err(|e| cleanup(res(format!("index: {e}"))))? {
+            let _ = fs::remove_file(&temp);
+            tracing::info!(sop_uid = %header.sop_uid, study_uid = %header.study_uid, "our own result object came back; acknowledged, not stored");
+            return Ok(StoreOutcome::Duplicate(header));
+        }
         match synced {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(cleanup(res(format!("fsync {}: {e}", temp.display())))),
@@ -244,12 +251,20 @@ impl Spool {
 
     /// Removes a study's files and forgets it.
     pub fn remove_study(&self, study_uid: &str) -> anyhow::Result<()> {
-        let dir = self.root.join("spool").join(safe_name(study_uid));
-        if dir.exists() {
-            fs::remove_dir_all(&dir)?;
+        for dir in [self.root.join("spool").join(safe_name(study_uid)), self.results_dir(study_uid)] {
+            if dir.exists() {
+                fs::remove_dir_all(&dir)?;
+            }
         }
         self.index.delete_study(study_uid)?;
         Ok(())
+    }
+}
+
+impl Spool {
+    /// Where the result objects of a study's analyses are written.
+    pub fn results_dir(&self, study_uid: &str) -> PathBuf {
+        self.root.join("results").join(safe_name(study_uid))
     }
 }
 
@@ -315,7 +330,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// UIDs are digits and dots; anything else is replaced so a hostile UID
 /// cannot escape the spool folder.
-fn safe_name(uid: &str) -> String {
+pub fn safe_name(uid: &str) -> String {
     uid.chars().map(|c| if c.is_ascii_digit() || c == '.' { c } else { '_' }).collect()
 }
 

@@ -178,8 +178,42 @@ pub fn encode_sr(ctx: &ResultContext, evidence: &[SourceInstance], findings: &Fi
     put_str(&mut o, tags::PRELIMINARY_FLAG, VR::CS, "PRELIMINARY");
     put_empty_seq(&mut o, tags::PERFORMED_PROCEDURE_CODE_SEQUENCE);
     put_seq(&mut o, tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE, evidence_items(evidence));
+    let mut private = std::collections::BTreeSet::new();
+    private_schemes(&root, &mut private);
+    if !private.is_empty() {
+        // local ("99...") coding schemes are declared (PS3.3 C.12.1.1.5)
+        let items = private
+            .iter()
+            .map(|s| {
+                let mut it = new_obj();
+                put_str(&mut it, tags::CODING_SCHEME_DESIGNATOR, VR::SH, s);
+                put_str(&mut it, tags::CODING_SCHEME_NAME, VR::ST, &format!("{} local codes", ctx.settings.manufacturer));
+                put_str(&mut it, tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION, VR::ST, &ctx.settings.manufacturer);
+                it
+            })
+            .collect();
+        put_seq(&mut o, tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE, items);
+    }
     root.write_into(&mut o);
     Ok(o)
+}
+
+/// Coding schemes of the content tree that are local (designator "99...").
+fn private_schemes(item: &Item, out: &mut std::collections::BTreeSet<String>) {
+    let mut add = |c: &Code| {
+        if c.scheme.starts_with("99") {
+            out.insert(c.scheme.clone());
+        }
+    };
+    add(&item.name);
+    match &item.value {
+        Value::Code(c) => add(c),
+        Value::Num { unit, .. } => add(unit),
+        _ => {}
+    }
+    for c in &item.children {
+        private_schemes(c, out);
+    }
 }
 
 fn put_empty_seq(o: &mut Obj, tag: dicom_core::Tag) {
@@ -267,8 +301,19 @@ fn library_entry(s: &SourceInstance) -> Item {
 
 fn evaluation_item(field: &str, e: &QualitativeEvaluation) -> Result<Item, EncodeError> {
     validate_code(&format!("{field}.concept"), &e.concept)?;
-    validate_code(&format!("{field}.value"), &e.value)?;
-    Ok(Item::new(Rel::Contains, e.concept.clone(), Value::Code(e.value.clone())))
+    let value = match &e.value {
+        EvaluationValue::Code(c) => {
+            validate_code(&format!("{field}.value"), c)?;
+            Value::Code(c.clone())
+        }
+        EvaluationValue::Text(t) => {
+            if t.trim().is_empty() {
+                return Err(EncodeError::invalid(format!("{field}.value"), "empty text"));
+            }
+            Value::Text(t.clone())
+        }
+    };
+    Ok(Item::new(Rel::Contains, e.concept.clone(), value))
 }
 
 fn measurement_item(field: &str, m: &Measurement, algo: &AlgorithmIdentity) -> Result<Item, EncodeError> {

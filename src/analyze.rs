@@ -1,0 +1,153 @@
+//! Running pipelines: offline on files (`ainode run`) and in the node, where
+//! the analysis worker takes `analyze` jobs (made by routing when a study
+//! completes), runs the pipeline on the study's stored instances, writes the
+//! result objects to `data_dir/results/STUDY/` and, in one transaction,
+//! records them and queues a `results` job per `send_to` peer (sent by that
+//! peer's export worker). Result objects live in their own table, so they
+//! never re-open, route or analyse a study; one echoed back by a peer is
+//! acknowledged and dropped by the SCP.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tracing::{info, warn, Instrument};
+
+use crate::config::Config;
+use crate::encode::commands::Written;
+use crate::encode::results::write_results;
+use crate::encode::EncoderSettings;
+use crate::jobs::{backoff_ms, Job, JobQueue};
+use crate::pipelines::Pipeline;
+use crate::spool::index::{now_ms, StoredInstance};
+use crate::spool::Spool;
+
+/// What `ainode run` did.
+pub struct OfflineRun {
+    /// Per study: the images' findings and the objects written.
+    pub summary: serde_json::Value,
+    pub written: Vec<Written>,
+}
+
+/// DICOM Part 10 files under `inputs` (files, or folders searched
+/// recursively), grouped by Study Instance UID; other files are skipped.
+fn files_by_study(inputs: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
+    let sources = crate::encode::commands::open_dicom(inputs)?;
+    let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for s in sources {
+        out.entry(s.study_instance_uid.clone()).or_default().push(s.path.clone());
+    }
+    Ok(out)
+}
+
+/// `ainode run --pipeline NAME --input ... --output DIR`: each study of the
+/// inputs is analysed; its result objects go to `DIR/STUDY_UID/`.
+pub fn run_offline(cfg: &Config, pipeline: &str, inputs: &[PathBuf], output: &Path) -> anyhow::Result<OfflineRun> {
+    let studies = files_by_study(inputs)?;
+    let p = Pipeline::load(pipeline, &cfg.pipelines)?;
+    let settings = EncoderSettings::from_config(cfg);
+    let mut summaries = Vec::new();
+    let mut written = Vec::new();
+    for (study, files) in &studies {
+        let out = p.analyze(files).with_context(|| format!("study {study}"))?;
+        let dir = output.join(crate::spool::safe_name(study));
+        let w = write_results(&settings, &out, &dir).with_context(|| format!("study {study}: writing results"))?;
+        summaries.push(json!({
+            "study_instance_uid": study,
+            "model_version": out.model_version,
+            "images": out.reports.iter().map(|r| r.summary.clone()).collect::<Vec<_>>(),
+            "results": w.iter().map(|w| json!({
+                "path": w.path, "sop_class_uid": w.sop_class_uid, "sop_instance_uid": w.sop_instance_uid,
+            })).collect::<Vec<_>>(),
+        }));
+        written.extend(w);
+    }
+    Ok(OfflineRun { summary: json!({ "pipeline": pipeline, "studies": summaries }), written })
+}
+
+/// Runs `analyze` jobs until the process ends; one at a time (a pipeline
+/// uses the whole CPU or GPU). Pipelines are loaded on first use and kept.
+pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue) {
+    let span = tracing::info_span!("analyze");
+    async move {
+        let loaded: Arc<std::sync::Mutex<HashMap<String, Arc<Pipeline>>>> = Default::default();
+        loop {
+            let claimed = {
+                let jobs = jobs.clone();
+                tokio::task::spawn_blocking(move || jobs.claim("analyze", "")).await
+            };
+            match claimed {
+                Ok(Ok(Some(job))) => {
+                    let (cfg, spool, jobs, loaded) = (cfg.clone(), spool.clone(), jobs.clone(), loaded.clone());
+                    let res = tokio::task::spawn_blocking(move || run_job(&cfg, &spool, &jobs, &loaded, job)).await;
+                    if let Err(e) = res {
+                        warn!("analysis task: {e}");
+                    }
+                }
+                Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(300)).await,
+                Ok(Err(e)) => {
+                    warn!("job queue: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => warn!("job queue task: {e}"),
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &std::sync::Mutex<HashMap<String, Arc<Pipeline>>>, job: Job) {
+    let study = job.study_uid.clone();
+    info!(study_uid = %study, job = job.id, pipeline = %job.pipeline, attempt = job.attempts, "analysing");
+    let started = std::time::Instant::now();
+    let result = (|| -> anyhow::Result<usize> {
+        let pipeline = {
+            let mut map = loaded.lock().expect("pipeline cache");
+            match map.get(&job.pipeline) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(Pipeline::load(&job.pipeline, &cfg.pipelines)?);
+                    map.insert(job.pipeline.clone(), p.clone());
+                    p
+                }
+            }
+        };
+        let files: Vec<PathBuf> = spool.index.study_instances(&study)?.into_iter().map(|i| PathBuf::from(i.path)).collect();
+        let out = pipeline.analyze(&files)?;
+        let written = write_results(&EncoderSettings::from_config(cfg), &out, &spool.results_dir(&study))?;
+        let results: Vec<StoredInstance> = written
+            .iter()
+            .map(|w| StoredInstance {
+                sop_uid: w.sop_instance_uid.clone(),
+                sop_class: w.sop_class_uid.clone(),
+                series_uid: w.series_instance_uid.clone(),
+                study_uid: study.clone(),
+                transfer_syntax: crate::dimse::uids::EXPLICIT_VR_LE.to_string(),
+                path: w.path.display().to_string(),
+            })
+            .collect();
+        // the rule may have changed since the job was made: its current send_to counts
+        let send_to = cfg.rules.iter().find(|r| r.name == job.rule).map(|r| r.send_to.clone()).unwrap_or_default();
+        spool.index.commit_results(&job, &results, &send_to)?;
+        Ok(results.len())
+    })();
+    match result {
+        Ok(n) => info!(study_uid = %study, job = job.id, results = n, seconds = started.elapsed().as_secs_f64(), "analysis done"),
+        Err(e) => {
+            let error = format!("{e:#}");
+            let attempts = job.attempts as u32;
+            if attempts >= cfg.export.max_attempts {
+                warn!(study_uid = %study, job = job.id, attempts, "analysis dead letter: {error}");
+                let _ = jobs.fail(job.id, &error, 0, None);
+            } else {
+                let delay = backoff_ms(attempts, cfg.export.backoff_initial_seconds, cfg.export.backoff_max_seconds);
+                warn!(study_uid = %study, job = job.id, attempts, retry_in_ms = delay, "analysis failed: {error}");
+                let _ = jobs.fail(job.id, &error, 0, Some(now_ms() + delay));
+            }
+        }
+    }
+}
