@@ -306,6 +306,13 @@ pub fn load_weights(prefix: &Path, varmap: &VarMap, architecture: &Value) -> Res
     Ok(meta)
 }
 
+/// The variables of `varmap` as constants (detached from any gradient), for
+/// a model that only infers: rebuild it on `VarBuilder::from_tensors(frozen(..))`
+/// and its layers may take inference-only fast paths (`blocks::conv`).
+pub fn frozen(varmap: &VarMap) -> HashMap<String, Tensor> {
+    varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
+}
+
 /// Loads a safetensors file into the variables of `varmap` after checking
 /// that it holds exactly the expected names and shapes (used for training
 /// checkpoints, which carry no `NAME.json`).

@@ -131,8 +131,10 @@ impl HipThaPipeline {
         let network: HipSsdConfig = serde_json::from_value(arch["network"].clone()).context("hip-tha weights: architecture.network")?;
         let preprocess: HipPreprocessConfig = serde_json::from_value(arch["preprocess"].clone()).context("hip-tha weights: architecture.preprocess")?;
         let varmap = VarMap::new();
-        let net = HipSsd::load(VarBuilder::from_varmap(&varmap, DType::F32, device), &network)?;
+        HipSsd::load(VarBuilder::from_varmap(&varmap, DType::F32, device), &network)?;
         crate::models::weights::load_weights(&prefix, &varmap, arch)?;
+        // inference only: constant weights
+        let net = HipSsd::load(VarBuilder::from_tensors(crate::models::weights::frozen(&varmap), DType::F32, device), &network)?;
         let min_score = settings.min_score.unwrap_or(network.min_score);
         let mut algorithm = AlgorithmIdentity::new("ainode hip-tha SSD512", &meta.model_version);
         let tensors = crate::models::weights::WeightsPaths::new(&prefix).tensors;
