@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
@@ -20,9 +19,9 @@ use crate::config::Config;
 use crate::encode::commands::Written;
 use crate::encode::results::write_results;
 use crate::encode::EncoderSettings;
-use crate::jobs::{backoff_ms, Job, JobQueue};
+use crate::jobs::{Job, JobQueue};
 use crate::pipelines::Pipeline;
-use crate::spool::index::{now_ms, StoredInstance};
+use crate::spool::index::StoredInstance;
 use crate::spool::Spool;
 
 /// What `ainode run` did.
@@ -74,27 +73,19 @@ pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue)
     let span = tracing::info_span!("analyze");
     async move {
         let loaded: Arc<std::sync::Mutex<HashMap<String, Arc<Pipeline>>>> = Default::default();
-        loop {
-            let claimed = {
-                let jobs = jobs.clone();
-                tokio::task::spawn_blocking(move || jobs.claim("analyze", "")).await
-            };
-            match claimed {
-                Ok(Ok(Some(job))) => {
-                    let (cfg, spool, jobs, loaded) = (cfg.clone(), spool.clone(), jobs.clone(), loaded.clone());
-                    let res = tokio::task::spawn_blocking(move || run_job(&cfg, &spool, &jobs, &loaded, job)).await;
-                    if let Err(e) = res {
-                        warn!("analysis task: {e}");
-                    }
+        let claim = {
+            let jobs = jobs.clone();
+            move || jobs.claim("analyze", "")
+        };
+        crate::jobs::run_jobs(claim, |job| {
+            let (cfg, spool, jobs, loaded) = (cfg.clone(), spool.clone(), jobs.clone(), loaded.clone());
+            async move {
+                if let Err(e) = tokio::task::spawn_blocking(move || run_job(&cfg, &spool, &jobs, &loaded, job)).await {
+                    warn!("analysis task: {e}");
                 }
-                Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(300)).await,
-                Ok(Err(e)) => {
-                    warn!("job queue: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => warn!("job queue task: {e}"),
             }
-        }
+        })
+        .await
     }
     .instrument(span)
     .await
@@ -137,17 +128,6 @@ fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &std::sync::Mut
     })();
     match result {
         Ok(n) => info!(study_uid = %study, job = job.id, results = n, seconds = started.elapsed().as_secs_f64(), "analysis done"),
-        Err(e) => {
-            let error = format!("{e:#}");
-            let attempts = job.attempts as u32;
-            if attempts >= cfg.export.max_attempts {
-                warn!(study_uid = %study, job = job.id, attempts, "analysis dead letter: {error}");
-                let _ = jobs.fail(job.id, &error, 0, None);
-            } else {
-                let delay = backoff_ms(attempts, cfg.export.backoff_initial_seconds, cfg.export.backoff_max_seconds);
-                warn!(study_uid = %study, job = job.id, attempts, retry_in_ms = delay, "analysis failed: {error}");
-                let _ = jobs.fail(job.id, &error, 0, Some(now_ms() + delay));
-            }
-        }
+        Err(e) => jobs.fail_or_retry(&job, &format!("{e:#}"), 0, &cfg.export),
     }
 }

@@ -15,7 +15,7 @@ use crate::dimse::scu::{propose_for, Association, ScuOptions};
 use crate::dimse::status::{classify_store, StoreResult};
 use crate::dimse::RemoteAe;
 use crate::http::Metrics;
-use crate::jobs::{backoff_ms, Job, JobQueue};
+use crate::jobs::{Job, JobQueue};
 use crate::spool::index::{now_ms, StoredInstance};
 use crate::spool::Index;
 
@@ -126,26 +126,14 @@ pub async fn send_instances(
 pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, peer: Peer, metrics: Arc<Metrics>) {
     let span = tracing::info_span!("export", destination = %peer.name);
     async move {
-        loop {
-            let claimed = {
-                let jobs = jobs.clone();
-                let name = peer.name.clone();
-                tokio::task::spawn_blocking(move || match jobs.claim("forward", &name)? {
-                    Some(j) => Ok(Some(j)),
-                    None => jobs.claim("results", &name),
-                })
-                .await
-            };
-            match claimed {
-                Ok(Ok(Some(job))) => run_forward_job(&cfg, &index, &jobs, &peer, job, &metrics).await,
-                Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(300)).await,
-                Ok(Err(e)) => {
-                    warn!("job queue: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => warn!("job queue task: {e}"),
+        let claim = {
+            let (jobs, name) = (jobs.clone(), peer.name.clone());
+            move || match jobs.claim("forward", &name)? {
+                Some(j) => Ok(Some(j)),
+                None => jobs.claim("results", &name),
             }
-        }
+        };
+        crate::jobs::run_jobs(claim, |job| run_forward_job(&cfg, &index, &jobs, &peer, job, &metrics)).await
     }
     .instrument(span)
     .await
@@ -181,15 +169,7 @@ async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Pe
         Err(e) => e,
     };
     Metrics::inc(&metrics.forward_failures);
-    let attempts = job.attempts as u32;
-    if attempts >= cfg.export.max_attempts {
-        warn!(study_uid = %study, job = job.id, attempts, "dead letter: {error}");
-        let _ = jobs.fail(job.id, &error, items.len() as i64, None);
-    } else {
-        let delay = backoff_ms(attempts, cfg.export.backoff_initial_seconds, cfg.export.backoff_max_seconds);
-        warn!(study_uid = %study, job = job.id, attempts, retry_in_ms = delay, "forward failed: {error}");
-        let _ = jobs.fail(job.id, &error, items.len() as i64, Some(now_ms() + delay));
-    }
+    jobs.fail_or_retry(&job, &error, items.len() as i64, &cfg.export);
 }
 
 #[cfg(test)]

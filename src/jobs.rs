@@ -174,6 +174,46 @@ impl JobQueue {
     }
 }
 
+/// Takes jobs with `claim` (run on a blocking thread) and runs each with
+/// `run`, one at a time, until the process ends; idles 300 ms when none is due.
+pub async fn run_jobs<C, R, F>(claim: C, mut run: R)
+where
+    C: Fn() -> rusqlite::Result<Option<Job>> + Clone + Send + 'static,
+    R: FnMut(Job) -> F,
+    F: std::future::Future<Output = ()>,
+{
+    loop {
+        match tokio::task::spawn_blocking(claim.clone()).await {
+            Ok(Ok(Some(job))) => run(job).await,
+            Ok(Ok(None)) => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
+            Ok(Err(e)) => {
+                tracing::warn!("job queue: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => tracing::warn!("job queue task: {e}"),
+        }
+    }
+}
+
+impl JobQueue {
+    /// Records a failed attempt of `job` under the export retry policy:
+    /// retry after a backoff, or a dead letter after `max_attempts`.
+    pub fn fail_or_retry(&self, job: &Job, error: &str, instances: i64, policy: &crate::config::ExportConfig) {
+        let attempts = job.attempts as u32;
+        let retry_at = if attempts >= policy.max_attempts {
+            tracing::warn!(study_uid = %job.study_uid, job = job.id, kind = %job.kind, attempts, "dead letter: {error}");
+            None
+        } else {
+            let delay = backoff_ms(attempts, policy.backoff_initial_seconds, policy.backoff_max_seconds);
+            tracing::warn!(study_uid = %job.study_uid, job = job.id, kind = %job.kind, attempts, retry_in_ms = delay, "failed: {error}");
+            Some(now_ms() + delay)
+        };
+        if let Err(e) = self.fail(job.id, error, instances, retry_at) {
+            tracing::warn!(job = job.id, "cannot record the failure: {e}");
+        }
+    }
+}
+
 /// Exponential backoff with ±25 % jitter, capped: the delay before attempt
 /// `attempts + 1` in milliseconds.
 pub fn backoff_ms(attempts: u32, initial_s: u64, max_s: u64) -> i64 {

@@ -219,13 +219,18 @@ impl Index {
 
     /// Instances of a study not yet delivered to `destination`.
     pub fn undelivered(&self, study_uid: &str, destination: &str) -> rusqlite::Result<Vec<StoredInstance>> {
+        self.undelivered_in("instances", "received_at", study_uid, destination)
+    }
+
+    /// Rows of `table` (instances or results) of a study without a delivery to `destination`.
+    fn undelivered_in(&self, table: &str, order: &str, study_uid: &str, destination: &str) -> rusqlite::Result<Vec<StoredInstance>> {
         let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT i.sop_uid, i.sop_class, i.series_uid, i.study_uid, i.transfer_syntax, i.path FROM instances i
-             WHERE i.study_uid = ?1
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid = i.sop_uid AND d.destination = ?2)
-             ORDER BY i.series_uid, i.received_at",
-        )?;
+        let mut st = conn.prepare(&format!(
+            "SELECT t.sop_uid, t.sop_class, t.series_uid, t.study_uid, t.transfer_syntax, t.path FROM {table} t
+             WHERE t.study_uid = ?1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid = t.sop_uid AND d.destination = ?2)
+             ORDER BY t.series_uid, t.{order}"
+        ))?;
         let rows = st.query_map([study_uid, destination], row_to_instance)?;
         rows.collect()
     }
@@ -291,15 +296,7 @@ impl Index {
 
     /// Result objects of a study not yet delivered to `destination`.
     pub fn undelivered_results(&self, study_uid: &str, destination: &str) -> rusqlite::Result<Vec<StoredInstance>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT r.sop_uid, r.sop_class, r.series_uid, r.study_uid, r.transfer_syntax, r.path FROM results r
-             WHERE r.study_uid = ?1
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.sop_uid = r.sop_uid AND d.destination = ?2)
-             ORDER BY r.series_uid, r.sop_uid",
-        )?;
-        let rows = st.query_map([study_uid, destination], row_to_instance)?;
-        rows.collect()
+        self.undelivered_in("results", "sop_uid", study_uid, destination)
     }
 
     /// Whether the node made this instance (a result object echoed back by a peer).
