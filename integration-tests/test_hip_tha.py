@@ -18,7 +18,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import ainode_bin, free_port, peer, pelvis_xray_files, poll, run
+from conftest import ainode_bin, assert_exactly_once, free_port, peer, pelvis_xray_files, poll, run, tool
 from test_encode import assert_dsrdump, dciodvfy_problems, pixelmed, pixelmed_errors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,3 +209,33 @@ def test_ddh_radiographs_get_no_risk_flag(tmp_path):
     flagged = {uid: img["risks"] for uid, img in images.items()
                if any(r not in ("acceptable", "not_assessed") for r in img["risks"].values())}
     assert not flagged, f"risk flags on radiographs without a prosthesis: {flagged}"
+
+
+def test_kill9_during_analysis_resumes_and_sends_each_result_once(node, storescp, tmp_path):
+    """kill -9 while the node analyses (and again while results wait for a destination
+    that is down): after restarts every result object reaches the destination exactly once."""
+    need_weights()
+    files = synth(tmp_path / "in", 3, 21)
+    expected = ainode_run(files, tmp_path / "offline")
+    want = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}
+    dest_port = free_port()
+    n = node(config={
+        "peers": [peer("dest", "DEST", dest_port)],
+        "rules": [{"name": "hip", "match": {"modality": ["DX"], "body_part": ["PELVIS"]}, "analyze": "hip-tha", "send_to": ["dest"]}],
+        "pipelines": {"device": "cpu", "hip-tha": {"weights": str(WEIGHTS)}},
+    })
+    res = run([tool("dcmsend"), "-aec", n.ae, "-aet", "MODALITY", "127.0.0.1", n.port, *files], timeout=120)
+    assert res.returncode == 0, res.stderr
+    n.wait_log("analysing", timeout=60)
+    n.kill9()
+    n.start()
+    # the destination is still down: results wait in `results` jobs; kill again
+    poll(lambda: len([j for j in n.jobs() if j["kind"] == "results"]) == len(files), 120, 1.0,
+         lambda: f"results jobs: {n.jobs()}\n{n.log_tail(40)}")
+    n.kill9()
+    dest = storescp(ae="DEST", port=dest_port)
+    n.start()
+    got = dest.wait_for(want, timeout=120, node=n, settle=4.0)
+    assert_exactly_once(got, want, "hip-tha results after two kill -9")
+    analyses = [j for j in n.jobs() if j["kind"] == "analyze"]
+    assert len(analyses) == len(files) and all(j["state"] == "done" for j in analyses), analyses

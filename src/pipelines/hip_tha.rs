@@ -88,6 +88,7 @@ pub struct FoundPoint {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HipImageAnalysis {
     pub file: PathBuf,
+    pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub prosthesis_detected: bool,
     pub points: Vec<FoundPoint>,
@@ -166,7 +167,8 @@ impl HipThaPipeline {
         if !self.wants(&obj) {
             return Ok(None);
         }
-        let uid = obj.element(dicom_dictionary_std::tags::SOP_INSTANCE_UID).ok().and_then(|e| e.to_str().ok()).unwrap_or_default().trim().to_string();
+        let attr = |tag| obj.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_string()).unwrap_or_default();
+        let (class, uid) = (attr(dicom_dictionary_std::tags::SOP_CLASS_UID), attr(dicom_dictionary_std::tags::SOP_INSTANCE_UID));
         let sp = pixel_spacing(&obj);
         if sp.source == SpacingSource::Unknown {
             bail!("{} (SOP Instance {uid}): no Pixel Spacing or Imager Pixel Spacing; hip-tha measures in mm", file.display());
@@ -210,6 +212,7 @@ impl HipThaPipeline {
         timing.total = ms(t0);
         Ok(Some(HipImageAnalysis {
             file: file.to_path_buf(),
+            sop_class_uid: class,
             sop_instance_uid: uid,
             prosthesis_detected: prosthesis,
             points,
@@ -229,7 +232,7 @@ impl HipThaPipeline {
         let mut reports = Vec::new();
         for f in files {
             let Some(a) = self.analyze_image(f)? else { continue };
-            let source = source_frame(f)?;
+            let source = SourceFrame { sop_class_uid: a.sop_class_uid.clone(), sop_instance_uid: a.sop_instance_uid.clone(), frame_number: None };
             let findings = findings(&a, &source, &self.algorithm, &self.settings.risk);
             let overlay = overlay(&a, &source);
             let summary = serde_json::to_value(&a)?;
@@ -247,12 +250,6 @@ fn hex_sha256(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn source_frame(file: &Path) -> anyhow::Result<SourceFrame> {
-    let obj = open(file)?;
-    let get = |tag| obj.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_string()).unwrap_or_default();
-    use dicom_dictionary_std::tags;
-    Ok(SourceFrame { sop_class_uid: get(tags::SOP_CLASS_UID), sop_instance_uid: get(tags::SOP_INSTANCE_UID), frame_number: None })
-}
 
 // ---------------------------------------------------------------------------
 // Codes. No standard code exists for these landmarks and parameters; they
@@ -533,6 +530,7 @@ mod tests {
         let risks = HipRiskRules::default().assess(&parameters);
         HipImageAnalysis {
             file: "x.dcm".into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.1.1".into(),
             sop_instance_uid: "1.2.3".into(),
             prosthesis_detected: with_cup,
             points,
