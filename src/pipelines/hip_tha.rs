@@ -131,6 +131,9 @@ impl HipThaPipeline {
         let arch = &meta.architecture;
         let network: HipSsdConfig = serde_json::from_value(arch["network"].clone()).context("hip-tha weights: architecture.network")?;
         let preprocess: HipPreprocessConfig = serde_json::from_value(arch["preprocess"].clone()).context("hip-tha weights: architecture.preprocess")?;
+        if preprocess.input_size != network.input_size {
+            bail!("{}: pre-processing makes {} px inputs, the network takes {} px", prefix.display(), preprocess.input_size, network.input_size);
+        }
         let varmap = VarMap::new();
         HipSsd::load(VarBuilder::from_varmap(&varmap, DType::F32, device), &network)?;
         crate::models::weights::load_weights(&prefix, &varmap, arch)?;
