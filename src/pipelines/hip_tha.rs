@@ -253,7 +253,6 @@ fn hex_sha256(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-
 // ---------------------------------------------------------------------------
 // Codes. No standard code exists for these landmarks and parameters; they
 // use the local scheme 99AINODE (private schemes start with "99").

@@ -8,7 +8,7 @@
 //! identical, the cropped cells get a zero gradient (they do not influence the
 //! output), and the transposed convolution needs no output padding at all.
 
-use candle_core::{DType, Module, ModuleT, Result, Tensor};
+use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Init, VarBuilder};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,8 +29,15 @@ impl ConvConfig {
 
 /// Functional conv2d of `x` (N, C, H, W) with `w` (O, C, k, k) that trains at any stride.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig) -> Result<Tensor> {
-    let y = if inference_on_cpu(x, w) {
-        conv2d_im2col_cpu(x, w, cfg)?
+    let y = if super::im2col::supported(x, w) {
+        // CPU: im2col + gemm, with its own backward (blocks/im2col.rs)
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let op = super::im2col::Im2ColConv2d(*cfg);
+        if x.track_op() || w.track_op() {
+            x.apply_op2(&w, op)?
+        } else {
+            x.apply_op2_no_bwd(&w, &op)?
+        }
     } else if cfg.stride > 1 {
         let (_, _, h, wd) = x.dims4()?;
         let span = cfg.dilation * (cfg.kernel - 1) + 1;
@@ -50,82 +57,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig) -
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),
     }
-}
-
-/// True when nothing needs a gradient (weights loaded as constants, e.g. by
-/// `models::weights::frozen`) and the data are f32 on the CPU.
-fn inference_on_cpu(x: &Tensor, w: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && !x.track_op() && !w.track_op()
-}
-
-/// Rows of output per im2col block: bounds the column buffer (c·k²·rows·width floats).
-const IM2COL_MAX_FLOATS: usize = 1 << 22;
-
-/// Inference conv2d on the CPU: im2col in blocks of output rows, then one
-/// matrix product per block (candle's gemm). candle's own CPU conv2d extracts
-/// patches pixel by pixel and is ~10x slower for the few-channel, large
-/// images of our networks; this path has no gradient, so it is only taken
-/// when none is needed.
-fn conv2d_im2col_cpu(x: &Tensor, w: &Tensor, cfg: &ConvConfig) -> Result<Tensor> {
-    let (n, c, h, wd) = x.dims4()?;
-    let (o, wc, k, k2) = w.dims4()?;
-    if wc != c || k2 != k || k != cfg.kernel {
-        candle_core::bail!("conv2d: weight {:?} does not fit input {:?} and kernel {}", w.dims(), x.dims(), cfg.kernel);
-    }
-    let (s, d, p) = (cfg.stride, cfg.dilation, cfg.padding);
-    let span = d * (k - 1) + 1;
-    if h + 2 * p < span || wd + 2 * p < span {
-        candle_core::bail!("conv2d: input {h}x{wd} with padding {p} is smaller than the dilated kernel {span}");
-    }
-    let (oh, ow) = ((h + 2 * p - span) / s + 1, (wd + 2 * p - span) / s + 1);
-    let kk = c * k * k;
-    let xv = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let wm = w.contiguous()?.reshape((o, kk))?;
-    let rows_per_block = (IM2COL_MAX_FLOATS / (kk * ow).max(1)).clamp(1, oh);
-    let mut images = Vec::with_capacity(n);
-    for b in 0..n {
-        let img = &xv[b * c * h * wd..(b + 1) * c * h * wd];
-        let mut blocks = Vec::new();
-        let mut y0 = 0;
-        while y0 < oh {
-            let rows = rows_per_block.min(oh - y0);
-            let cols = rows * ow;
-            let mut col = vec![0f32; kk * cols];
-            for ci in 0..c {
-                for kh in 0..k {
-                    for kw in 0..k {
-                        let r = (ci * k + kh) * k + kw;
-                        let dst_row = &mut col[r * cols..(r + 1) * cols];
-                        let dx = (kw * d) as isize - p as isize;
-                        // output columns whose input column is inside the image
-                        let first = if dx >= 0 { 0 } else { ((-dx) as usize).div_ceil(s) };
-                        let last = ((wd as isize - 1 - dx) / s as isize + 1).clamp(0, ow as isize) as usize;
-                        for oy in 0..rows {
-                            let iy = ((y0 + oy) * s + kh * d) as isize - p as isize;
-                            if iy < 0 || iy >= h as isize || first >= last {
-                                continue;
-                            }
-                            let src = &img[(ci * h + iy as usize) * wd..][..wd];
-                            let dst = &mut dst_row[oy * ow..(oy + 1) * ow];
-                            if s == 1 {
-                                let start = (first as isize + dx) as usize;
-                                dst[first..last].copy_from_slice(&src[start..start + (last - first)]);
-                            } else {
-                                for (ox, v) in dst.iter_mut().enumerate().take(last).skip(first) {
-                                    *v = src[(ox as isize * s as isize + dx) as usize];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            let col = Tensor::from_vec(col, (kk, cols), x.device())?;
-            blocks.push(wm.matmul(&col)?);
-            y0 += rows;
-        }
-        images.push(Tensor::cat(&blocks, 1)?.reshape((o, oh, ow))?);
-    }
-    Tensor::stack(&images, 0)
 }
 
 #[derive(Debug, Clone)]
@@ -229,13 +160,15 @@ impl ModuleT for ConvBnAct {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
     use crate::models::blocks::testing::{det_tensor, gradcheck};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     #[test]
-    fn inference_path_equals_candle_conv2d() -> Result<()> {
-        // constants (no gradient) take the im2col path; compare with candle's conv2d
+    fn im2col_path_equals_candle_conv2d_forward_and_backward() -> Result<()> {
+        // our CPU op against candle's conv2d (forward) and candle's own backward
+        // where candle gets it right (stride 1); stride 2 is covered by the gradient checks
         for (n, c, h, w, o, k, stride, pad, dil) in [
             (2, 3, 9, 11, 4, 3, 1, 1, 1),
             (1, 2, 8, 7, 3, 3, 2, 1, 1),
@@ -245,19 +178,29 @@ mod tests {
             (1, 2, 9, 9, 2, 3, 3, 0, 2),
             (1, 1, 5, 6, 2, 3, 2, 2, 1),
         ] {
-            let x = det_tensor(&[n, c, h, w], 3).to_dtype(DType::F32)?;
-            let wt = det_tensor(&[o, c, k, k], 4).to_dtype(DType::F32)?;
+            let case = (n, c, h, w, o, k, stride, pad, dil);
+            let x = candle_core::Var::from_tensor(&det_tensor(&[n, c, h, w], 3))?;
+            let wt = candle_core::Var::from_tensor(&det_tensor(&[o, c, k, k], 4))?;
             let cfg = ConvConfig { kernel: k, stride, padding: pad, dilation: dil, bias: false };
-            assert!(inference_on_cpu(&x, &wt));
-            let fast = conv2d(&x, &wt, None, &cfg)?;
+            let ours = conv2d(&x, &wt, None, &cfg)?;
             let reference = x.conv2d(&wt, pad, stride, dil, 1)?;
-            assert_eq!(fast.dims(), reference.dims(), "{:?}", (n, c, h, w, o, k, stride, pad, dil));
-            let diff = (fast - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            assert!(diff < 1e-4, "{:?}: {diff}", (n, c, h, w, o, k, stride, pad, dil));
+            assert_eq!(ours.dims(), reference.dims(), "{case:?}");
+            let diff = (&ours - &reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+            assert!(diff < 1e-12, "{case:?}: {diff}");
+            // f32 inference (no gradient) gives the same numbers
+            let (x32, w32) = (x.as_tensor().to_dtype(DType::F32)?, wt.as_tensor().to_dtype(DType::F32)?);
+            let diff32 = (conv2d(&x32, &w32, None, &cfg)?.to_dtype(DType::F64)? - &reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+            assert!(diff32 < 1e-4, "{case:?}: {diff32}");
+            if stride == 1 {
+                let g = det_tensor(ours.dims(), 7);
+                let ga = (ours * &g)?.sum_all()?.backward()?;
+                let gb = (reference * &g)?.sum_all()?.backward()?;
+                for v in [&x, &wt] {
+                    let d = (ga.get(v).unwrap() - gb.get(v).unwrap())?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+                    assert!(d < 1e-10, "{case:?}: gradient differs by {d}");
+                }
+            }
         }
-        // a variable needs its gradient: the differentiable path is taken
-        let v = candle_core::Var::from_tensor(&det_tensor(&[2, 1, 3, 3], 5).to_dtype(DType::F32)?)?;
-        assert!(!inference_on_cpu(&det_tensor(&[1, 1, 5, 5], 6).to_dtype(DType::F32)?, v.as_tensor()));
         Ok(())
     }
 

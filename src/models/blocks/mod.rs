@@ -16,6 +16,7 @@ pub mod boxes;
 pub mod conv;
 pub mod conv3d;
 pub mod fpn;
+pub mod im2col;
 pub mod losses;
 pub mod mhsa;
 pub mod norm;
