@@ -160,7 +160,6 @@ impl ModuleT for ConvBnAct {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
     use crate::models::blocks::testing::{det_tensor, gradcheck};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
