@@ -154,6 +154,9 @@ def test_orthanc_to_node_to_orthanc(model, node, orthanc, tmp_path):
             check_gsps(ds, files)
     # the node wrote exactly what `ainode run` wrote (deterministic UIDs)
     assert got_uids == expected_results
+    import requests
+    m = requests.get(f"http://127.0.0.1:{n.config['http']['port']}/metrics", timeout=10).text
+    assert f"ainode_analyses_total {len(files)}" in m and f"ainode_results_written_total {2 * len(files)}" in m, m
 
     # results never re-trigger: Orthanc sending an SR back is acknowledged, not stored or analysed
     jobs_before = len(n.jobs())

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::encode::commands::Written;
 use crate::encode::results::write_results;
 use crate::encode::EncoderSettings;
+use crate::http::Metrics;
 use crate::jobs::{Job, JobQueue};
 use crate::pipelines::Pipeline;
 use crate::spool::index::StoredInstance;
@@ -69,7 +70,7 @@ pub fn run_offline(cfg: &Config, pipeline: &str, inputs: &[PathBuf], output: &Pa
 
 /// Runs `analyze` jobs until the process ends; one at a time (a pipeline
 /// uses the whole CPU or GPU). Pipelines are loaded on first use and kept.
-pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue) {
+pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue, metrics: Arc<Metrics>) {
     let span = tracing::info_span!("analyze");
     async move {
         let loaded: Arc<std::sync::Mutex<HashMap<String, Arc<Pipeline>>>> = Default::default();
@@ -78,9 +79,9 @@ pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue)
             move || jobs.claim("analyze", "")
         };
         crate::jobs::run_jobs(claim, |job| {
-            let (cfg, spool, jobs, loaded) = (cfg.clone(), spool.clone(), jobs.clone(), loaded.clone());
+            let (cfg, spool, jobs, loaded, metrics) = (cfg.clone(), spool.clone(), jobs.clone(), loaded.clone(), metrics.clone());
             async move {
-                if let Err(e) = tokio::task::spawn_blocking(move || run_job(&cfg, &spool, &jobs, &loaded, job)).await {
+                if let Err(e) = tokio::task::spawn_blocking(move || run_job(&cfg, &spool, &jobs, &loaded, &metrics, job)).await {
                     warn!("analysis task: {e}");
                 }
             }
@@ -91,7 +92,7 @@ pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue)
     .await
 }
 
-fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &std::sync::Mutex<HashMap<String, Arc<Pipeline>>>, job: Job) {
+fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &std::sync::Mutex<HashMap<String, Arc<Pipeline>>>, metrics: &Metrics, job: Job) {
     let study = job.study_uid.clone();
     info!(study_uid = %study, job = job.id, pipeline = %job.pipeline, attempt = job.attempts, "analysing");
     let started = std::time::Instant::now();
@@ -127,7 +128,14 @@ fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &std::sync::Mut
         Ok(results.len())
     })();
     match result {
-        Ok(n) => info!(study_uid = %study, job = job.id, results = n, seconds = started.elapsed().as_secs_f64(), "analysis done"),
-        Err(e) => jobs.fail_or_retry(&job, &format!("{e:#}"), 0, &cfg.export),
+        Ok(n) => {
+            Metrics::inc(&metrics.analyses_done);
+            metrics.results_written.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            info!(study_uid = %study, job = job.id, results = n, seconds = started.elapsed().as_secs_f64(), "analysis done")
+        }
+        Err(e) => {
+            Metrics::inc(&metrics.analyses_failed);
+            jobs.fail_or_retry(&job, &format!("{e:#}"), 0, &cfg.export)
+        }
     }
 }

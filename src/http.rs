@@ -29,6 +29,9 @@ pub struct Metrics {
     pub bytes_received: AtomicU64,
     pub instances_forwarded: AtomicU64,
     pub forward_failures: AtomicU64,
+    pub analyses_done: AtomicU64,
+    pub analyses_failed: AtomicU64,
+    pub results_written: AtomicU64,
 }
 
 impl Metrics {
@@ -92,6 +95,9 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
     counter("received_bytes_total", "Data set bytes received.", l(&m.bytes_received));
     counter("instances_forwarded_total", "Instances delivered to a destination.", l(&m.instances_forwarded));
     counter("forward_failures_total", "Failed forward attempts.", l(&m.forward_failures));
+    counter("analyses_total", "Analyze jobs finished.", l(&m.analyses_done));
+    counter("analysis_failures_total", "Failed analysis attempts.", l(&m.analyses_failed));
+    counter("results_written_total", "Result objects (SR, PR, SEG) written by analyses.", l(&m.results_written));
     out.push_str("# HELP ainode_associations_active Associations open now.\n# TYPE ainode_associations_active gauge\n");
     out.push_str(&format!("ainode_associations_active {}\n", l(&m.associations_active)));
     out.push_str("# HELP ainode_disk_free_bytes Free bytes on the spool's file system.\n# TYPE ainode_disk_free_bytes gauge\n");

@@ -50,7 +50,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tasks.spawn(crate::export::run_destination(cfg.clone(), spool.index.clone(), jobs.clone(), peer, metrics.clone()));
     }
     if cfg.rules.iter().any(|r| r.analyze.is_some()) {
-        tasks.spawn(crate::analyze::run_analysis_worker(cfg.clone(), spool.clone(), jobs.clone()));
+        tasks.spawn(crate::analyze::run_analysis_worker(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone()));
     }
     tasks.spawn(retention(cfg.clone(), spool.clone()));
 

@@ -65,61 +65,63 @@ impl Geometry {
         (iy >= 0 && iy < self.h as isize).then_some(iy as usize)
     }
 
-    /// Unfolds output rows `y0 .. y0 + rows` of one image (C x H x W) into
-    /// `col` (kc x rows·ow, zero where the window is in the padding).
-    fn im2col<T: WithDType>(&self, img: &[T], y0: usize, rows: usize) -> Vec<T> {
+    /// Calls `f(column row slice start, image row start, dx, first, last)`
+    /// for every (kernel tap, output row) of output rows `y0 .. y0 + rows`
+    /// whose input row lies inside the image: the row of the column buffer
+    /// (`rows · ow` wide) and the image row it is read from / added to.
+    fn for_each_row(&self, y0: usize, rows: usize, mut f: impl FnMut(usize, usize, isize, usize, usize)) {
         let cols = rows * self.ow;
-        let mut col = vec![T::zero(); self.kc() * cols];
         for ci in 0..self.c {
             for kh in 0..self.k {
                 for kw in 0..self.k {
                     let r = (ci * self.k + kh) * self.k + kw;
                     let (dx, first, last) = self.columns(kw);
                     for oy in 0..rows {
-                        let Some(iy) = self.input_row(y0 + oy, kh) else { continue };
-                        let src = &img[(ci * self.h + iy) * self.w..][..self.w];
-                        let dst = &mut col[r * cols + oy * self.ow..][..self.ow];
-                        if self.s == 1 {
-                            let start = (first as isize + dx) as usize;
-                            dst[first..last].copy_from_slice(&src[start..start + (last - first)]);
-                        } else {
-                            for (ox, v) in dst.iter_mut().enumerate().take(last).skip(first) {
-                                *v = src[(ox as isize * self.s as isize + dx) as usize];
-                            }
+                        if let Some(iy) = self.input_row(y0 + oy, kh) {
+                            f(r * cols + oy * self.ow, (ci * self.h + iy) * self.w, dx, first, last);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Input column of output column `ox` (within `first..last`).
+    fn input_col(&self, ox: usize, dx: isize) -> usize {
+        (ox as isize * self.s as isize + dx) as usize
+    }
+
+    /// Unfolds output rows `y0 .. y0 + rows` of one image (C x H x W) into
+    /// `col` (kc x rows·ow, zero where the window is in the padding).
+    fn im2col<T: WithDType>(&self, img: &[T], y0: usize, rows: usize) -> Vec<T> {
+        let mut col = vec![T::zero(); self.kc() * rows * self.ow];
+        self.for_each_row(y0, rows, |c0, i0, dx, first, last| {
+            let (dst, src) = (&mut col[c0..c0 + self.ow], &img[i0..i0 + self.w]);
+            if self.s == 1 {
+                dst[first..last].copy_from_slice(&src[self.input_col(first, dx)..][..last - first]);
+            } else {
+                for ox in first..last {
+                    dst[ox] = src[self.input_col(ox, dx)];
+                }
+            }
+        });
         col
     }
 
     /// The adjoint of `im2col`: adds `col` (kc x rows·ow) back onto `img`.
     fn col2im_add<T: WithDType>(&self, col: &[T], y0: usize, rows: usize, img: &mut [T]) {
-        let cols = rows * self.ow;
-        for ci in 0..self.c {
-            for kh in 0..self.k {
-                for kw in 0..self.k {
-                    let r = (ci * self.k + kh) * self.k + kw;
-                    let (dx, first, last) = self.columns(kw);
-                    for oy in 0..rows {
-                        let Some(iy) = self.input_row(y0 + oy, kh) else { continue };
-                        let dst = &mut img[(ci * self.h + iy) * self.w..][..self.w];
-                        let src = &col[r * cols + oy * self.ow..][..self.ow];
-                        if self.s == 1 {
-                            let start = (first as isize + dx) as usize;
-                            for (a, v) in dst[start..start + (last - first)].iter_mut().zip(&src[first..last]) {
-                                *a += *v;
-                            }
-                        } else {
-                            for (ox, v) in src.iter().enumerate().take(last).skip(first) {
-                                dst[(ox as isize * self.s as isize + dx) as usize] += *v;
-                            }
-                        }
-                    }
+        self.for_each_row(y0, rows, |c0, i0, dx, first, last| {
+            let (src, dst) = (&col[c0..c0 + self.ow], &mut img[i0..i0 + self.w]);
+            if self.s == 1 {
+                for (a, v) in dst[self.input_col(first, dx)..][..last - first].iter_mut().zip(&src[first..last]) {
+                    *a += *v;
+                }
+            } else {
+                for ox in first..last {
+                    dst[self.input_col(ox, dx)] += src[ox];
                 }
             }
-        }
+        });
     }
 }
 
