@@ -128,10 +128,7 @@ pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, pee
     async move {
         let claim = {
             let (jobs, name) = (jobs.clone(), peer.name.clone());
-            move || match jobs.claim("forward", &name)? {
-                Some(j) => Ok(Some(j)),
-                None => jobs.claim("results", &name),
-            }
+            move || jobs.claim_any(&["forward", "results"], &name)
         };
         crate::jobs::run_jobs(claim, |job| run_forward_job(&cfg, &index, &jobs, &peer, job, &metrics)).await
     }

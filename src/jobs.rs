@@ -92,19 +92,25 @@ impl JobQueue {
 
     /// Takes the next due job of `kind` for `destination` and marks it running.
     pub fn claim(&self, kind: &str, destination: &str) -> rusqlite::Result<Option<Job>> {
+        self.claim_any(&[kind], destination)
+    }
+
+    /// Takes the next due job of any of `kinds` for `destination` (oldest due
+    /// first, so no kind starves the other) and marks it running.
+    pub fn claim_any(&self, kinds: &[&str], destination: &str) -> rusqlite::Result<Option<Job>> {
         let now = now_ms();
         let mut conn = self.index.conn();
         let tx = conn.transaction()?;
-        let job = tx
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM jobs WHERE kind = ?1 AND destination = ?2 AND state IN ('pending','retry')
-                     AND next_attempt_at <= ?3 ORDER BY next_attempt_at, id LIMIT 1"
-                ),
-                params![kind, destination, now],
-                row,
-            )
-            .optional()?;
+        // kinds are our own constants; the placeholders keep them out of the SQL text anyway
+        let marks: Vec<String> = (0..kinds.len()).map(|i| format!("?{}", i + 3)).collect();
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE kind IN ({}) AND destination = ?1 AND state IN ('pending','retry')
+             AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT 1",
+            marks.join(", ")
+        );
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&destination, &now];
+        args.extend(kinds.iter().map(|k| k as &dyn rusqlite::ToSql));
+        let job = tx.query_row(&sql, args.as_slice(), row).optional()?;
         if let Some(j) = &job {
             tx.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1", params![j.id, now])?;
         }
@@ -134,6 +140,23 @@ impl JobQueue {
             params![id, state, error, instances, next, now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Records a failed attempt of `job` under the export retry policy:
+    /// retry after a backoff, or a dead letter after `max_attempts`.
+    pub fn fail_or_retry(&self, job: &Job, error: &str, instances: i64, policy: &crate::config::ExportConfig) {
+        let attempts = job.attempts as u32;
+        let retry_at = if attempts >= policy.max_attempts {
+            tracing::warn!(study_uid = %job.study_uid, job = job.id, kind = %job.kind, attempts, "dead letter: {error}");
+            None
+        } else {
+            let delay = backoff_ms(attempts, policy.backoff_initial_seconds, policy.backoff_max_seconds);
+            tracing::warn!(study_uid = %job.study_uid, job = job.id, kind = %job.kind, attempts, retry_in_ms = delay, "failed: {error}");
+            Some(now_ms() + delay)
+        };
+        if let Err(e) = self.fail(job.id, error, instances, retry_at) {
+            tracing::warn!(job = job.id, "cannot record the failure: {e}");
+        }
     }
 
     /// After a restart: jobs left running by the previous process run again.
@@ -191,25 +214,6 @@ where
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             Err(e) => tracing::warn!("job queue task: {e}"),
-        }
-    }
-}
-
-impl JobQueue {
-    /// Records a failed attempt of `job` under the export retry policy:
-    /// retry after a backoff, or a dead letter after `max_attempts`.
-    pub fn fail_or_retry(&self, job: &Job, error: &str, instances: i64, policy: &crate::config::ExportConfig) {
-        let attempts = job.attempts as u32;
-        let retry_at = if attempts >= policy.max_attempts {
-            tracing::warn!(study_uid = %job.study_uid, job = job.id, kind = %job.kind, attempts, "dead letter: {error}");
-            None
-        } else {
-            let delay = backoff_ms(attempts, policy.backoff_initial_seconds, policy.backoff_max_seconds);
-            tracing::warn!(study_uid = %job.study_uid, job = job.id, kind = %job.kind, attempts, retry_in_ms = delay, "failed: {error}");
-            Some(now_ms() + delay)
-        };
-        if let Err(e) = self.fail(job.id, error, instances, retry_at) {
-            tracing::warn!(job = job.id, "cannot record the failure: {e}");
         }
     }
 }
@@ -320,6 +324,23 @@ mod tests {
         assert_eq!(q.list().unwrap().iter().filter(|j| j.kind == "results").count(), 1);
         index.delete_study("1.9").unwrap();
         assert!(index.study_results("1.9").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_destination_takes_forward_and_results_jobs_oldest_first() {
+        let (_d, q, index) = queue();
+        let last = add_instance(&index, "1.9.1.1");
+        let actions = vec![
+            Action::Forward { rule: "f".into(), peer: "p".into() },
+            Action::Analyze { rule: "a".into(), pipeline: "hip-tha".into(), send_to: vec!["p".into()] },
+        ];
+        q.complete_study("1.9", last, &actions).unwrap();
+        let analyze = q.claim("analyze", "").unwrap().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        index.commit_results(&analyze, &[], &["p".into()]).unwrap();
+        let kinds: Vec<String> = std::iter::from_fn(|| q.claim_any(&["forward", "results"], "p").unwrap()).map(|j| j.kind).collect();
+        assert_eq!(kinds, vec!["forward", "results"]);
+        assert!(q.claim_any(&["forward", "results"], "other").unwrap().is_none());
     }
 
     #[test]
