@@ -275,3 +275,22 @@ def test_kill9_during_analysis_resumes_and_sends_each_result_once(model, node, s
     assert_exactly_once(got, want, "hip-tha results after two kill -9")
     analyses = [j for j in n.jobs() if j["kind"] == "analyze"]
     assert len(analyses) == len(files) and all(j["state"] == "done" for j in analyses), analyses
+
+
+def test_default_rule_without_weights_gives_a_dead_letter_that_names_the_file(node, tmp_path):
+    """The embedded default rule routes an AP pelvis DX to hip-tha; with no weights the node
+    says so at startup and the job becomes a dead letter at once (retrying cannot help),
+    naming the missing file; the study is kept."""
+    files = synth(tmp_path / "in", 1, 3)
+    missing = tmp_path / "nowhere" / "hip-tha"
+    n = node(config={"pipelines": {"device": "cpu", "hip-tha": {"weights": str(missing)}}})  # no rules: the embedded default
+    n.wait_log("its studies become dead letters", timeout=20)
+    res = run([tool("dcmsend"), "-aec", n.ae, "-aet", "MODALITY", "127.0.0.1", n.port, *files], timeout=60)
+    assert res.returncode == 0, res.stderr
+
+    def dead():
+        return [j for j in n.jobs() if j["kind"] == "analyze" and j["state"] == "dead"] or None
+    jobs = poll(dead, 60, 0.5, lambda: f"no dead analyze job: {n.jobs()}\n{n.log_tail(30)}")
+    assert jobs[0]["rule"] == "hip-tha" and jobs[0]["attempts"] == 1, jobs
+    assert str(missing) in jobs[0]["last_error"], jobs[0]["last_error"]
+    assert n.find_in_spool(pydicom.dcmread(files[0], stop_before_pixels=True).SOPInstanceUID)
