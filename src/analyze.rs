@@ -73,18 +73,14 @@ pub fn run_offline(cfg: &Config, pipeline: &str, inputs: &[PathBuf], output: &Pa
 pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue, metrics: Arc<Metrics>) {
     let span = tracing::info_span!("analyze");
     async move {
-        let loaded: Arc<std::sync::Mutex<HashMap<String, Arc<Pipeline>>>> = Default::default();
+        let loaded: Arc<Loaded> = Default::default();
         // load what the rules use now, so that a missing or wrong weights file
         // shows at startup rather than at the first study
         let names: std::collections::BTreeSet<String> = cfg.rules.iter().filter_map(|r| r.analyze.clone()).collect();
         for name in names {
             let (c, map) = (cfg.clone(), loaded.clone());
-            let res = tokio::task::spawn_blocking(move || Pipeline::load(&name, &c.pipelines).map(|p| (name, p))).await;
-            match res {
-                Ok(Ok((name, p))) => {
-                    info!(pipeline = %name, "pipeline loaded");
-                    map.lock().expect("pipeline cache").insert(name, Arc::new(p));
-                }
+            match tokio::task::spawn_blocking(move || cached_pipeline(&map, &name, &c).map(|_| name)).await {
+                Ok(Ok(name)) => info!(pipeline = %name, "pipeline loaded"),
                 Ok(Err(e)) => warn!("a rule's pipeline cannot run; its studies become dead letters until this is fixed: {e:#}"),
                 Err(e) => warn!("pipeline loading task: {e}"),
             }
@@ -107,28 +103,33 @@ pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue,
     .await
 }
 
-fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &std::sync::Mutex<HashMap<String, Arc<Pipeline>>>, metrics: &Metrics, job: Job) {
+/// Loaded pipelines by name, kept for the life of the worker.
+type Loaded = std::sync::Mutex<HashMap<String, Arc<Pipeline>>>;
+
+/// The pipeline `name` from the cache, loaded on first use.
+fn cached_pipeline(loaded: &Loaded, name: &str, cfg: &Config) -> anyhow::Result<Arc<Pipeline>> {
+    if let Some(p) = loaded.lock().expect("pipeline cache").get(name) {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(Pipeline::load(name, &cfg.pipelines)?);
+    loaded.lock().expect("pipeline cache").insert(name.to_string(), p.clone());
+    Ok(p)
+}
+
+fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &Loaded, metrics: &Metrics, job: Job) {
     let study = job.study_uid.clone();
     info!(study_uid = %study, job = job.id, pipeline = %job.pipeline, attempt = job.attempts, "analysing");
     let started = std::time::Instant::now();
-    let cached = loaded.lock().expect("pipeline cache").get(&job.pipeline).cloned();
-    let pipeline = match cached {
-        Some(p) => p,
-        None => match Pipeline::load(&job.pipeline, &cfg.pipelines) {
-            Ok(p) => {
-                let p = Arc::new(p);
-                loaded.lock().expect("pipeline cache").insert(job.pipeline.clone(), p.clone());
-                p
-            }
-            Err(e) => {
-                // retrying cannot help until someone installs weights or fixes the
-                // config: a dead letter now (`ainode jobs retry ID` afterwards)
-                Metrics::inc(&metrics.analyses_failed);
-                warn!(study_uid = %study, job = job.id, "dead letter: pipeline {} cannot run: {e:#}", job.pipeline);
-                let _ = jobs.fail(job.id, &format!("pipeline {} cannot run: {e:#}", job.pipeline), 0, None);
-                return;
-            }
-        },
+    let pipeline = match cached_pipeline(loaded, &job.pipeline, cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            // retrying cannot help until someone installs weights or fixes the
+            // config: a dead letter now (`ainode jobs retry ID` afterwards)
+            Metrics::inc(&metrics.analyses_failed);
+            warn!(study_uid = %study, job = job.id, "dead letter: pipeline {} cannot run: {e:#}", job.pipeline);
+            let _ = jobs.fail(job.id, &format!("pipeline {} cannot run: {e:#}", job.pipeline), 0, None);
+            return;
+        }
     };
     let result = (|| -> anyhow::Result<usize> {
         let files: Vec<PathBuf> = spool.index.study_instances(&study)?.into_iter().map(|i| PathBuf::from(i.path)).collect();

@@ -345,9 +345,7 @@ impl Config {
             }
         }
         let pl = &self.pipelines;
-        if !pl.device.is_empty() {
-            pl.device.parse::<crate::models::device::DeviceSpec>().map_err(|e| bad("pipelines.device", e.to_string()))?;
-        }
+        pl.device.parse::<crate::models::device::DeviceSpec>().map_err(|e| bad("pipelines.device", e.to_string()))?;
         let hip = &pl.hip_tha;
         if let Some(s) = hip.min_score {
             if !(0.0..=1.0).contains(&s) {

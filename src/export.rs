@@ -130,13 +130,15 @@ pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, pee
             let (jobs, name) = (jobs.clone(), peer.name.clone());
             move || jobs.claim_any(&["forward", "results"], &name)
         };
-        crate::jobs::run_jobs(claim, |job| run_forward_job(&cfg, &index, &jobs, &peer, job, &metrics)).await
+        crate::jobs::run_jobs(claim, |job| run_send_job(&cfg, &index, &jobs, &peer, job, &metrics)).await
     }
     .instrument(span)
     .await
 }
 
-async fn run_forward_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Peer, job: Job, metrics: &Metrics) {
+/// Sends what a `forward` job (the study's instances) or a `results` job
+/// (the node's result objects of the study) has not delivered yet.
+async fn run_send_job(cfg: &Config, index: &Index, jobs: &JobQueue, peer: &Peer, job: Job, metrics: &Metrics) {
     let study = job.study_uid.clone();
     let items = match if job.kind == "results" { index.undelivered_results(&study, &peer.name) } else { index.undelivered(&study, &peer.name) } {
         Ok(v) => v,

@@ -307,8 +307,9 @@ pub fn load_weights(prefix: &Path, varmap: &VarMap, architecture: &Value) -> Res
 }
 
 /// The variables of `varmap` as constants (detached from any gradient), for
-/// a model that only infers: rebuild it on `VarBuilder::from_tensors(frozen(..))`
-/// and its layers may take inference-only fast paths (`blocks::conv`).
+/// a model that only infers: rebuilt on `VarBuilder::from_tensors(frozen(..))`,
+/// its forward pass records no backward graph (nothing keeps activations alive,
+/// and `blocks::conv` runs its op without a backward).
 pub fn frozen(varmap: &VarMap) -> HashMap<String, Tensor> {
     varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
 }

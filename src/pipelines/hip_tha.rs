@@ -147,10 +147,6 @@ impl HipThaPipeline {
         Ok(HipThaPipeline { net, preprocess, settings: settings.clone(), min_score, algorithm, device: device.clone() })
     }
 
-    pub fn algorithm(&self) -> &AlgorithmIdentity {
-        &self.algorithm
-    }
-
     /// Whether an instance is an image this pipeline reads (by its header).
     fn wants(&self, obj: &dicom_object::DefaultDicomObject) -> bool {
         let get = |tag| obj.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_ascii_uppercase()).unwrap_or_default();
@@ -179,10 +175,11 @@ impl HipThaPipeline {
         let img = decode_object(&obj, ColorMode::Luminance).with_context(|| format!("decoding {} (SOP Instance {uid})", file.display()))?;
         let mut timing = Timing { decode: ms(t0), ..Default::default() };
         let t1 = std::time::Instant::now();
-        let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &self.preprocess)
+        let mut input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &self.preprocess)
             .with_context(|| format!("pre-processing {} (SOP Instance {uid})", file.display()))?;
         let n = self.net.config().input_size;
-        let x = Tensor::from_vec(input.pixels.clone(), (1, 1, n, n), &self.device)?;
+        // the pixels go to the network; the point mapping stays in `input`
+        let x = Tensor::from_vec(std::mem::take(&mut input.pixels), (1, 1, n, n), &self.device)?;
         timing.preprocess = ms(t1);
         let t2 = std::time::Instant::now();
         let kps = self.net.keypoints_with_threshold(&x, 0.0)?.remove(0);
@@ -327,6 +324,20 @@ fn point(a: &HipImageAnalysis, name: &str) -> Option<P2> {
     a.points.iter().find(|p| p.name == name).and_then(|p| p.position)
 }
 
+/// The found points (image pixels) in `hip_geometry`'s form.
+fn found_points(a: &HipImageAnalysis) -> HipPoints {
+    let mut pts = HipPoints::default();
+    for (k, p) in a.points.iter().enumerate() {
+        pts.set(k, p.position);
+    }
+    pts
+}
+
+const A_LINE: &str = "a-line (cup diameter b-j)";
+const ISCHIAL_LINE: &str = "Ischial line g-h";
+const TEARDROP_LINE: &str = "Teardrop line e-f";
+const MIDLINE: &str = "Pelvic midline";
+
 /// The pelvic midline: through the symphysis i, perpendicular to the
 /// teardrop line (in mm, so that anisotropic pixels keep the right angle),
 /// from 60 mm above the teardrop line to 40 mm below i, clipped to the image.
@@ -361,31 +372,26 @@ fn lines(a: &HipImageAnalysis) -> Vec<(&'static str, Vec<P2>)> {
             out.push((name, vec![p, q]));
         }
     };
-    pair("a-line (cup diameter b-j)", "b", "j");
-    pair("Ischial line g-h", "g", "h");
-    pair("Teardrop line e-f", "e", "f");
+    pair(A_LINE, "b", "j");
+    pair(ISCHIAL_LINE, "g", "h");
+    pair(TEARDROP_LINE, "e", "f");
     if let Some(m) = midline(a) {
-        out.push(("Pelvic midline", m.to_vec()));
+        out.push((MIDLINE, m.to_vec()));
     }
     out
 }
 
-/// The line each parameter is drawn on, for its measurement group.
-fn parameter_line(k: usize, a: &HipImageAnalysis) -> Option<Vec<P2>> {
+/// The line parameter `k` (abduction, coverage, vertical, horizontal offset)
+/// is drawn on, for its measurement group; `lines` are `lines(a)`.
+fn parameter_line(k: usize, a: &HipImageAnalysis, lines: &[(&str, Vec<P2>)]) -> Option<Vec<P2>> {
     let want = match k {
-        0 => "a-line (cup diameter b-j)",
-        2 => "Teardrop line e-f",
-        3 => "Pelvic midline",
-        _ => {
-            // coverage: the b-line from the prosthesis centre to the contact point a
-            let mut pts = HipPoints::default();
-            for (i, name) in POINT_NAMES.iter().enumerate() {
-                pts.set(i, point(a, name));
-            }
-            return Some(vec![prosthesis_centre(&pts)?, point(a, "a")?]);
-        }
+        0 => A_LINE,
+        2 => TEARDROP_LINE,
+        3 => MIDLINE,
+        // coverage: the b-line from the prosthesis centre to the contact point a
+        _ => return Some(vec![prosthesis_centre(&found_points(a))?, point(a, "a")?]),
     };
-    lines(a).into_iter().find(|(n, _)| *n == want).map(|(_, p)| p)
+    lines.iter().find(|(n, _)| *n == want).map(|(_, p)| p.clone())
 }
 
 // ---------------------------------------------------------------------------
@@ -408,22 +414,22 @@ pub fn findings(a: &HipImageAnalysis, source: &SourceFrame, algorithm: &Algorith
         }
     }
     let params = parameter_codes();
+    let lines = lines(a);
     for (k, ((concept, unit, id), m)) in params.iter().zip(measured(&a.parameters)).enumerate() {
         let mut g = MeasurementGroup::new(id);
         g.finding = Some(concept.clone());
-        g.roi = parameter_line(k, a).map(|points| Roi::Image(ImageRegion { source: source.clone(), graphic_type: GraphicType::Polyline, points }));
+        g.roi = parameter_line(k, a, &lines).map(|points| Roi::Image(ImageRegion { source: source.clone(), graphic_type: GraphicType::Polyline, points }));
         if let Measured::Value(v) = m {
             g.measurements.push(Measurement::new(concept.clone(), *v, unit.clone()));
         }
         f.groups.push(g);
     }
-    for (name, points) in lines(a) {
-        if name.starts_with("Ischial") {
-            let mut g = MeasurementGroup::new(name);
-            g.finding = Some(Code::new("HIPTHA-ISCHIAL", SCHEME, "Ischial line"));
-            g.roi = Some(Roi::Image(ImageRegion { source: source.clone(), graphic_type: GraphicType::Polyline, points }));
-            f.groups.push(g);
-        }
+    // the one line no parameter group carries
+    if let Some((name, points)) = lines.into_iter().find(|(n, _)| *n == ISCHIAL_LINE) {
+        let mut g = MeasurementGroup::new(name);
+        g.finding = Some(Code::new("HIPTHA-ISCHIAL", SCHEME, "Ischial line"));
+        g.roi = Some(Roi::Image(ImageRegion { source: source.clone(), graphic_type: GraphicType::Polyline, points }));
+        f.groups.push(g);
     }
     for (concept, r) in risk_concepts().into_iter().zip(risks(&a.risks)) {
         f.evaluations.push(QualitativeEvaluation::coded(concept, risk_code(r, rules)));
@@ -562,7 +568,7 @@ mod tests {
         assert_eq!(f.evaluations.len(), 4, "one per risk rule, no reasons when all is measured");
         // every parameter group has its line
         assert!(f.groups.iter().take(4).all(|g| matches!(&g.roi, Some(Roi::Image(r)) if r.graphic_type == GraphicType::Polyline)));
-        assert!(f.groups.iter().any(|g| g.tracking_id.starts_with("Ischial")));
+        assert!(f.groups.iter().any(|g| g.tracking_id == ISCHIAL_LINE));
     }
 
     #[test]
@@ -596,7 +602,7 @@ mod tests {
         assert!(o.graphics.iter().flat_map(|g| &g.points).all(inside));
         assert!(o.texts.iter().filter_map(|t| t.anchor.as_ref()).all(inside));
         // the midline is perpendicular to the teardrop line (horizontal here)
-        let m = lines(&a).into_iter().find(|(n, _)| *n == "Pelvic midline").unwrap().1;
+        let m = lines(&a).into_iter().find(|(n, _)| *n == MIDLINE).unwrap().1;
         assert!((m[0][0] - m[1][0]).abs() < 1e-9, "{m:?}");
         assert!(o.texts.last().unwrap().text.contains("Abduction 40.0 deg (acceptable)"), "{}", o.texts.last().unwrap().text);
     }

@@ -18,13 +18,19 @@ pub fn names() -> Vec<&'static str> {
 }
 
 /// `[pipelines]` in the node config.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelinesConfig {
     /// auto, cpu or cuda:N (auto = the first GPU when built with CUDA, else CPU).
     pub device: String,
     #[serde(rename = "hip-tha")]
     pub hip_tha: hip_tha::HipThaSettings,
+}
+
+impl Default for PipelinesConfig {
+    fn default() -> Self {
+        PipelinesConfig { device: "auto".into(), hip_tha: Default::default() }
+    }
 }
 
 /// What a pipeline reports about one analysed image.
@@ -55,7 +61,7 @@ pub enum Pipeline {
 impl Pipeline {
     /// Loads `name` with its settings from the config.
     pub fn load(name: &str, cfg: &PipelinesConfig) -> anyhow::Result<Pipeline> {
-        let device = crate::models::device::parse_device(if cfg.device.is_empty() { "auto" } else { &cfg.device })?;
+        let device = crate::models::device::parse_device(&cfg.device)?;
         match name {
             hip_tha::NAME => Ok(Pipeline::HipTha(hip_tha::HipThaPipeline::load(&cfg.hip_tha, &device)?)),
             other => anyhow::bail!("unknown pipeline `{other}`; available: [{}]", names().join(", ")),
