@@ -43,11 +43,18 @@ impl Registry {
     /// The models this build can train and evaluate.
     pub fn builtin() -> Self {
         Registry {
-            entries: vec![ModelEntry {
-                name: "hip-tha",
-                summary: "SSD512 keypoints of a hip after total hip arthroplasty (data: ainode data synth hip-tha)",
-                build: super::tasks::hip_tha::build,
-            }],
+            entries: vec![
+                ModelEntry {
+                    name: "hip-tha",
+                    summary: "SSD512 keypoints of a hip after total hip arthroplasty (data: ainode data synth hip-tha)",
+                    build: super::tasks::hip_tha::build,
+                },
+                ModelEntry {
+                    name: "lung-lesions",
+                    summary: "Mask R-CNN for ground-glass opacity and consolidation on chest CT slices (data: ../shared/data/lung-medseg)",
+                    build: super::tasks::lung_lesions::build,
+                },
+            ],
         }
     }
 
@@ -86,7 +93,7 @@ mod tests {
     #[test]
     fn unknown_names_list_the_known_ones() {
         let e = Registry::builtin().get("ceph").err().unwrap();
-        assert_eq!(e.to_string(), "unknown model ceph; known: hip-tha");
+        assert_eq!(e.to_string(), "unknown model ceph; known: hip-tha, lung-lesions");
         let r = Registry::with(vec![ModelEntry { name: "kidney-us", summary: "", build: never }, ModelEntry { name: "hip-ssd", summary: "", build: never }]);
         assert_eq!(r.get("x").err().unwrap().to_string(), "unknown model x; known: kidney-us, hip-ssd");
         assert_eq!(r.get("hip-ssd").unwrap().name, "hip-ssd");

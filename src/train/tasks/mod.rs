@@ -2,3 +2,4 @@
 //! model); `registry::Registry::builtin` lists them.
 
 pub mod hip_tha;
+pub mod lung_lesions;
