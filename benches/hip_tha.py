@@ -73,7 +73,7 @@ def main() -> int:
             sys.exit(f"ainode run failed:\n{res.stderr[-3000:]}")
         summary = json.loads(res.stdout)
         for st in summary["studies"]:
-            for img in st["images"]:
+            for img in st["reports"]:
                 shape = (img["rows"], img["cols"])
                 for k in steps:
                     steps[k].append(img["timing_ms"][k])

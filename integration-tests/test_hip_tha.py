@@ -70,7 +70,7 @@ def ainode_run(inputs: list[Path], out: Path, config: Path) -> dict:
 
 
 def images_by_uid(summary: dict) -> dict:
-    return {img["sop_instance_uid"]: img for st in summary["studies"] for img in st["images"]}
+    return {img["sop_instance_uid"]: img for st in summary["studies"] for img in st["reports"]}
 
 
 def value_of(measured):

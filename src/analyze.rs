@@ -58,7 +58,7 @@ pub fn run_offline(cfg: &Config, pipeline: &str, inputs: &[PathBuf], output: &Pa
         summaries.push(json!({
             "study_instance_uid": study,
             "model_version": out.model_version,
-            "images": out.reports.iter().map(|r| r.summary.clone()).collect::<Vec<_>>(),
+            "reports": out.reports.iter().map(|r| r.summary.clone()).collect::<Vec<_>>(),
             "results": w.iter().map(|w| json!({
                 "path": w.path, "sop_class_uid": w.sop_class_uid, "sop_instance_uid": w.sop_instance_uid,
             })).collect::<Vec<_>>(),

@@ -365,6 +365,7 @@ impl Config {
         if !(0.0..=100.0).contains(&r.coverage_min_pct) {
             return Err(bad("pipelines.hip-tha.risk.coverage_min_pct", format!("{} is not a percentage", r.coverage_min_pct)));
         }
+        pl.lung_lesions.validate().map_err(|e| bad("pipelines.lung-lesions", e))?;
         Ok(())
     }
 }
@@ -471,7 +472,10 @@ mod tests {
             (-6.0, 6.0, -5.0, 5.0)
         );
         assert_eq!(hip, &crate::pipelines::hip_tha::HipThaSettings::default(), "conf/node.toml and the code agree");
-        assert_eq!(c.rules.iter().filter_map(|r| r.analyze.as_deref()).collect::<Vec<_>>(), vec!["hip-tha"]);
+        assert_eq!(c.rules.iter().filter_map(|r| r.analyze.as_deref()).collect::<Vec<_>>(), vec!["hip-tha", "lung-lesions"]);
+        assert_eq!(&c.pipelines.lung_lesions, &crate::pipelines::lung_lesions::LungLesionsSettings::default(), "conf/node.toml and the code agree");
+        let e = Config::from_toml("[pipelines.lung-lesions]\nmin_lung_overlap = 1.5\n").unwrap_err().to_string();
+        assert!(e.contains("pipelines.lung-lesions") && e.contains("min_lung_overlap"), "{e}");
         let e = Config::from_toml("[pipelines.hip-tha.risk]\nabduction_min_deg = 60.0\n").unwrap_err().to_string();
         assert!(e.contains("pipelines.hip-tha.risk.abduction_min_deg"), "{e}");
         let e = Config::from_toml("[pipelines.hip-tha]\nmin_score = 2.0\n").unwrap_err().to_string();
@@ -479,7 +483,7 @@ mod tests {
         let e = Config::from_toml("[pipelines]\ndevice = \"tpu\"\n").unwrap_err().to_string();
         assert!(e.contains("pipelines.device"), "{e}");
         let e = Config::from_toml("[[rules]]\nname = \"x\"\nanalyze = \"nope\"\n").unwrap_err().to_string();
-        assert!(e.contains("unknown pipeline `nope`; available: [hip-tha]"), "{e}");
+        assert!(e.contains("unknown pipeline `nope`; available: [hip-tha, lung-lesions]"), "{e}");
         // a user's rules replace the default list
         let c = Config::from_toml("[[peers]]\nname=\"p\"\nae_title=\"P\"\nhost=\"h\"\nport=1\n[[rules]]\nname = \"f\"\nforward_to = [\"p\"]\n").unwrap();
         assert_eq!(c.rules.len(), 1);

