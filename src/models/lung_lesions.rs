@@ -623,6 +623,52 @@ mod tests {
     }
 
     #[test]
+    fn heads_pool_the_level_of_the_box_size() -> Result<()> {
+        // P2..P5 hold f = x (feature column) + 1000·level; a 56 px box sits on P2
+        // (FPN eq. 1: 4 + log2(56 / 224) = 2), a 224 px box on P4
+        let dev = Device::Cpu;
+        let maps: Vec<Tensor> = (2..=5)
+            .map(|l| {
+                let side = 256 >> l;
+                let v: Vec<f32> = (0..side * side).map(|p| (p % side) as f32 + 1000.0 * l as f32).collect();
+                Tensor::from_vec(v, (1, 1, side, side), &dev)
+            })
+            .collect::<Result<_>>()?;
+        let rois = Tensor::new(&[[0f32, 8., 8., 64., 64.], [0., 16., 16., 240., 240.]], &dev)?;
+        let out = multiscale_roi_align(&maps, &rois, &roi_pool(7))?;
+        assert_eq!(out.dims(), &[2, 1, 7, 7]);
+        let v: Vec<Vec<f32>> = out.get(0)?.get(0)?.to_vec2()?;
+        // not aligned (torchvision's Mask R-CNN): bin p of the P2 box covers x = 2 + (p + 0.5) · 2 in feature units
+        for (p, got) in v[3].iter().enumerate() {
+            assert!((got - (2000.0 + 2.0 + (p as f32 + 0.5) * 2.0)).abs() < 1e-4, "{p}: {got}");
+        }
+        let w: Vec<Vec<f32>> = out.get(1)?.get(0)?.to_vec2()?;
+        assert!((w[0][0] - (4000.0 + 1.0 + 0.5 * 14.0 / 7.0)).abs() < 1e-4, "{}", w[0][0]);
+        Ok(())
+    }
+
+    #[test]
+    fn detections_come_best_first_without_overlapping_twins() -> Result<()> {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let cfg = MaskRcnnConfig { detections_per_image: 50, ..tiny() };
+        let net = MaskRcnn::load(VarBuilder::from_varmap(&vm, DType::F32, &dev), &cfg)?;
+        crate::models::init::seeded_init(&vm, 5)?;
+        let x = (Tensor::arange(0f32, (64 * 64) as f32, &dev)?.reshape((1, 1, 64, 64))?.sin()? * 2.0)?;
+        let dets = net.detect(&x)?.remove(0);
+        assert!(!dets.is_empty());
+        assert!(dets.windows(2).all(|w| w[0].score >= w[1].score), "ordered by score");
+        for (a, da) in dets.iter().enumerate() {
+            for db in &dets[a + 1..] {
+                if da.label == db.label {
+                    assert!(super::super::blocks::boxes::iou(&da.bbox, &db.bbox) <= cfg.nms_threshold as f32 + 1e-6);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
     fn full_size_builds_and_runs() -> Result<()> {
         let dev = Device::Cpu;
         let vm = VarMap::new();
