@@ -28,14 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def ainode_bin() -> Path:
-    p = Path(os.environ.get("AINODE_BIN", REPO / "target" / "release" / "ainode"))
-    if not p.is_file():
-        sys.exit(f"{p} missing: cargo build --release (or set AINODE_BIN)")
-    return p
+from _common import REPO, ainode_bin
 
 
 def main() -> int:

@@ -256,6 +256,22 @@ def peer(name: str, ae_title: str, port: int, host: str = "127.0.0.1") -> dict:
     return {"name": name, "ae_title": ae_title, "host": host, "port": int(port)}
 
 
+def node_behind_orthanc(orthanc, node, rule: dict, pipelines: dict):
+    """A strict Orthanc (AE TESTPACS) that knows the node as `ainode`, and a node
+    (AE AINODE) that accepts only that Orthanc and sends `rule`'s results to it.
+    Returns (orthanc, node)."""
+    node_port = free_port()
+    pacs = orthanc(aet="TESTPACS", modalities={"ainode": ["AINODE", "127.0.0.1", node_port]})
+    n = node(ae="AINODE", config={
+        "node": {"port": node_port},
+        "peers": [peer("pacs", "TESTPACS", pacs.dicom_port)],
+        "accept": [{"calling_ae": "TESTPACS", "host": "127.0.0.1"}],
+        "rules": [{**rule, "send_to": ["pacs"]}],
+        "pipelines": pipelines,
+    })
+    return pacs, n
+
+
 def forward_all_rule(*dest: str, name: str = "route-all") -> dict:
     """A [[rules]] entry that forwards every study to the given peers."""
     return {"name": name, "match": {}, "forward_to": list(dest)}

@@ -22,7 +22,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import ainode_bin, assert_exactly_once, free_port, peer, pelvis_xray_files, poll, run, tool
+from conftest import ainode_bin, assert_exactly_once, free_port, node_behind_orthanc, peer, pelvis_xray_files, poll, run, tool
 from test_encode import assert_dsrdump, dciodvfy_problems, pixelmed, pixelmed_errors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,16 +119,8 @@ def test_orthanc_to_node_to_orthanc(model, node, orthanc, tmp_path):
     expected_images = images_by_uid(expected)
     expected_results = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}
 
-    node_port = free_port()
-    pacs = orthanc(aet="TESTPACS", modalities={"ainode": ["AINODE", "127.0.0.1", node_port]})
-    n = node(ae="AINODE", config={
-        "node": {"port": node_port},
-        "peers": [peer("pacs", "TESTPACS", pacs.dicom_port)],
-        "accept": [{"calling_ae": "TESTPACS", "host": "127.0.0.1"}],
-        "rules": [{"name": "hip", "match": {"modality": ["DX", "CR"], "body_part": ["PELVIS", "HIP"]},
-                   "analyze": "hip-tha", "send_to": ["pacs"]}],
-        "pipelines": {"device": "cpu", "hip-tha": {"weights": str(model["weights"]), "min_score": 0.0}},
-    })
+    pacs, n = node_behind_orthanc(orthanc, node, {"name": "hip", "match": {"modality": ["DX", "CR"], "body_part": ["PELVIS", "HIP"]}, "analyze": "hip-tha"},
+                                  {"device": "cpu", "hip-tha": {"weights": str(model["weights"]), "min_score": 0.0}})
 
     answers = pacs.upload_files(files)
     studies = sorted({a["ParentStudy"] for a in answers})

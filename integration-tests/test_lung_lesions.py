@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from conftest import SHARED, ainode_bin, free_port, peer, poll, run
+from conftest import SHARED, ainode_bin, node_behind_orthanc, poll, run
 from test_encode import assert_dcentvfy, assert_dsrdump, dciodvfy_problems, pixelmed, pixelmed_errors
 
 LUNG_DATA = SHARED / "data" / "lung-medseg"
@@ -181,15 +181,8 @@ def test_nothing_found_gives_an_sr_that_says_so_and_no_seg(model, chest_series, 
 def test_orthanc_to_node_to_orthanc(model, chest_series, node, orthanc, tmp_path):
     expected = ainode_run(chest_series, tmp_path / "offline", model["all"])
     want = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}
-    node_port = free_port()
-    pacs = orthanc(aet="TESTPACS", modalities={"ainode": ["AINODE", "127.0.0.1", node_port]})
-    n = node(ae="AINODE", config={
-        "node": {"port": node_port},
-        "peers": [peer("pacs", "TESTPACS", pacs.dicom_port)],
-        "accept": [{"calling_ae": "TESTPACS", "host": "127.0.0.1"}],
-        "rules": [{"name": "lung", "match": {"modality": ["CT"], "body_part": ["CHEST"]}, "analyze": "lung-lesions", "send_to": ["pacs"]}],
-        "pipelines": {"device": "cpu", "lung-lesions": {"weights": str(model["weights"]), "score_threshold": 0.0}},
-    })
+    pacs, n = node_behind_orthanc(orthanc, node, {"name": "lung", "match": {"modality": ["CT"], "body_part": ["CHEST"]}, "analyze": "lung-lesions"},
+                                  {"device": "cpu", "lung-lesions": {"weights": str(model["weights"]), "score_threshold": 0.0}})
     answers = pacs.upload_files(chest_series)
     for s in sorted({a["ParentStudy"] for a in answers}):
         pacs.store_to("ainode", [s])

@@ -10,6 +10,7 @@
 //!   physical space, windowing, cropping to the body.
 
 mod attrs;
+pub mod components;
 pub mod decode;
 pub mod error;
 pub mod geometry;

@@ -21,6 +21,7 @@ use super::blocks::roi_align::{
 };
 use super::blocks::roi_loss::{fast_rcnn_loss, mask_rcnn_loss, RoiLossConfig};
 use super::blocks::rpn::{generate_proposals, image_seed, rpn_loss, RpnConfig, RpnHead};
+use crate::imaging::components::components;
 
 /// Everything that fixes the network's shape, its training targets and its
 /// post-processing. Stored in the weights' JSON; loading compares it.
@@ -453,37 +454,11 @@ pub fn label_map(instances: &[Instance], hw: (usize, usize), threshold: f64) -> 
 /// at least `min_pixels` pixels; the box encloses the component's pixels.
 pub fn instances_from_label_map(labels: &[u8], hw: (usize, usize), num_classes: usize, min_pixels: usize, device: &Device) -> Result<InstanceTargets> {
     let (h, w) = hw;
-    let mut comp = vec![0u32; h * w];
     let mut boxes = Vec::new();
     let mut classes = Vec::new();
     let mut planes: Vec<Vec<f32>> = Vec::new();
-    let mut next = 0u32;
-    let mut stack = Vec::new();
-    for start in 0..h * w {
-        let cls = labels[start];
-        if cls == 0 || comp[start] != 0 || cls as usize >= num_classes {
-            continue;
-        }
-        next += 1;
-        comp[start] = next;
-        stack.push(start);
-        let mut pixels = Vec::new();
-        while let Some(p) = stack.pop() {
-            pixels.push(p);
-            let (y, x) = ((p / w) as i64, (p % w) as i64);
-            for dy in -1..=1 {
-                for dx in -1..=1 {
-                    let (yy, xx) = (y + dy, x + dx);
-                    if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
-                        let q = yy as usize * w + xx as usize;
-                        if labels[q] == cls && comp[q] == 0 {
-                            comp[q] = next;
-                            stack.push(q);
-                        }
-                    }
-                }
-            }
-        }
+    let found = components([w, h, 1], |p| (labels[p] > 0 && (labels[p] as usize) < num_classes).then_some(labels[p]));
+    for (cls, pixels) in found {
         if pixels.len() < min_pixels {
             continue;
         }

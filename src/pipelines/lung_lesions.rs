@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::hip_tha::resolve_weights;
 use super::{PipelineOutput, Report};
 use crate::findings::*;
+use crate::imaging::components::components;
 use crate::imaging::volume::{group_by_series, load_series_with, SeriesOptions, Volume};
 use crate::models::lung_lesions::{label_map, Instance, LungPreprocessConfig, MaskRcnn, MaskRcnnConfig};
 
@@ -158,43 +159,14 @@ pub struct Lesion3d {
 /// components of equal label; `scores` per voxel. Components below
 /// `min_voxels` are removed from `labels` too, so the SEG and the SR agree.
 pub fn join_lesions(labels: &mut [u8], scores: &[f32], dims: [usize; 3], spacing: [f64; 3], min_voxels: usize) -> Vec<Lesion3d> {
-    let [cols, rows, slices] = dims;
-    let plane = rows * cols;
-    let mut seen = vec![false; labels.len()];
+    let found = components(dims, |p| (labels[p] > 0).then_some(labels[p]));
     let mut lesions = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..labels.len() {
-        let label = labels[start];
-        if label == 0 || seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        stack.push(start);
-        let mut members = Vec::new();
-        while let Some(p) = stack.pop() {
-            members.push(p);
-            let (k, j, i) = ((p / plane) as i64, ((p % plane) / cols) as i64, (p % cols) as i64);
-            for dk in -1..=1i64 {
-                for dj in -1..=1i64 {
-                    for di in -1..=1i64 {
-                        let (kk, jj, ii) = (k + dk, j + dj, i + di);
-                        if kk < 0 || jj < 0 || ii < 0 || kk as usize >= slices || jj as usize >= rows || ii as usize >= cols {
-                            continue;
-                        }
-                        let q = kk as usize * plane + jj as usize * cols + ii as usize;
-                        if !seen[q] && labels[q] == label {
-                            seen[q] = true;
-                            stack.push(q);
-                        }
-                    }
-                }
-            }
-        }
+    for (label, members) in found {
         if members.len() < min_voxels {
             members.iter().for_each(|&p| labels[p] = 0);
-            continue;
+        } else {
+            lesions.push(describe(&members, label, scores, dims, spacing));
         }
-        lesions.push(describe(&members, label, scores, dims, spacing));
     }
     lesions
 }
@@ -323,32 +295,10 @@ pub fn lung_field(hu: &[f32], rows: usize, cols: usize, spacing: [f64; 2], s: &L
     let outside = reachable_from_border(&air, rows, cols);
     let inner: Vec<bool> = air.iter().zip(&outside).map(|(&a, &o)| a && !o).collect();
     // components of enclosed air with their areas
-    let min_pixels = (s.min_component_mm2 / (spacing[0] * spacing[1])).ceil() as usize;
+    let min_pixels = (s.min_component_mm2 / (spacing[0] * spacing[1])).ceil().max(1.0) as usize;
     let mut keep = vec![false; inner.len()];
-    let mut seen = vec![false; inner.len()];
-    let mut stack = Vec::new();
-    for start in 0..inner.len() {
-        if !inner[start] || seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        stack.push(start);
-        let mut members = Vec::new();
-        while let Some(p) = stack.pop() {
-            members.push(p);
-            let (r, c) = ((p / cols) as i64, (p % cols) as i64);
-            for (dr, dc) in [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)] {
-                let (rr, cc) = (r + dr, c + dc);
-                if rr >= 0 && cc >= 0 && (rr as usize) < rows && (cc as usize) < cols {
-                    let q = rr as usize * cols + cc as usize;
-                    if inner[q] && !seen[q] {
-                        seen[q] = true;
-                        stack.push(q);
-                    }
-                }
-            }
-        }
-        if members.len() >= min_pixels.max(1) {
+    for (_, members) in components([cols, rows, 1], |p| inner[p].then_some(())) {
+        if members.len() >= min_pixels {
             members.iter().for_each(|&p| keep[p] = true);
         }
     }
