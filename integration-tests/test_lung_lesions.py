@@ -178,6 +178,25 @@ def test_nothing_found_gives_an_sr_that_says_so_and_no_seg(model, chest_series, 
     assert absent == {(CLASS_CODES["ground-glass opacity"], "Absent"), (CLASS_CODES["consolidation"], "Absent")}
 
 
+def test_a_localizer_in_the_study_is_skipped(model, chest_series, tmp_path):
+    """Real chest CT studies hold a scout (CT, Image Type LOCALIZER, coronal): it is
+    skipped, the axial series is analysed."""
+    scout = pydicom.dcmread(chest_series[0])
+    scout.SOPInstanceUID = scout.SOPInstanceUID + ".900"
+    scout.SeriesInstanceUID = scout.SeriesInstanceUID + ".900"
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    scout.SeriesDescription = "Topogram"
+    path = tmp_path / "scout.dcm"
+    scout.save_as(path)
+    summary = ainode_run([*chest_series, path], tmp_path / "out", model["none"])
+    [report] = summary["studies"][0]["reports"]
+    assert report["series_instance_uid"] == pydicom.dcmread(chest_series[0], stop_before_pixels=True).SeriesInstanceUID
+    # a study with only the scout has nothing to analyse: the error says why
+    res = run([ainode_bin(), "run", "--config", model["none"], "--pipeline", "lung-lesions", "--input", path, "--output", tmp_path / "o2"], timeout=120)
+    assert res.returncode != 0 and "a localizer" in res.stderr, res.stderr
+
+
 def test_orthanc_to_node_to_orthanc(model, chest_series, node, orthanc, tmp_path):
     expected = ainode_run(chest_series, tmp_path / "offline", model["all"])
     want = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}

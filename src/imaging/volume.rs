@@ -679,6 +679,9 @@ pub struct SeriesGroup {
     pub modality: Option<String>,
     pub series_number: Option<i64>,
     pub series_description: Option<String>,
+    /// Image Type of the first instance as stored, values joined by backslashes
+    /// (e.g. ORIGINAL, PRIMARY, LOCALIZER).
+    pub image_type: Option<String>,
     pub paths: Vec<PathBuf>,
     /// Frames over all instances.
     pub frames: usize,
@@ -726,6 +729,7 @@ pub fn group_by_series(paths: &[PathBuf]) -> SeriesGrouping {
             modality: attrs::string(&h, tags::MODALITY),
             series_number: attrs::int(&h, tags::SERIES_NUMBER),
             series_description: attrs::string(&h, tags::SERIES_DESCRIPTION),
+            image_type: attrs::string(&h, tags::IMAGE_TYPE),
             paths: Vec::new(),
             frames: 0,
         });

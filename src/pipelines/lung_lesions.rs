@@ -616,8 +616,10 @@ impl LungLesionsPipeline {
         }
     }
 
-    /// Lesions of one CT series and the report that carries them.
-    pub fn analyze_series(&self, files: &[PathBuf]) -> anyhow::Result<Report> {
+    /// Lesions of one CT series and the report that carries them; `Ok(None)`
+    /// with the reason for a series that is not an axial stack (a localizer,
+    /// a reformat in another plane), which is skipped, not failed.
+    pub fn analyze_series(&self, files: &[PathBuf]) -> anyhow::Result<Result<Report, String>> {
         let t0 = std::time::Instant::now();
         let (vol, report) =
             load_series_with(files, &SeriesOptions::default()).with_context(|| format!("lung-lesions: loading {} files as one series", files.len()))?;
@@ -626,7 +628,7 @@ impl LungLesionsPipeline {
         }
         let n = vol.direction[2];
         if n[2].abs() < 0.8 {
-            bail!("series {}: not axial (slice normal {:.2} {:.2} {:.2}); lung-lesions reads axial chest CT", vol.series_instance_uid, n[0], n[1], n[2]);
+            return Ok(Err(format!("not axial (slice normal {:.2} {:.2} {:.2})", n[0], n[1], n[2])));
         }
         let load_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let (mut labels, field_ms, network_ms) = self.label_series(&vol)?;
@@ -667,7 +669,7 @@ impl LungLesionsPipeline {
             totals,
             timing_ms: Timing { load: load_ms, lung_field: field_ms, network: network_ms, total: t0.elapsed().as_secs_f64() * 1000.0 },
         };
-        Ok(Report { sources: files.to_vec(), findings: Some(findings), overlay: None, segmentation, summary: serde_json::to_value(&analysis)? })
+        Ok(Ok(Report { sources: files.to_vec(), findings: Some(findings), overlay: None, segmentation, summary: serde_json::to_value(&analysis)? }))
     }
 
     /// One segment per class present (numbered 1.. in class order); None
@@ -751,21 +753,35 @@ impl LungLesionsPipeline {
         Ok(f)
     }
 
-    /// Every CT series of a study (axial stacks); at least one must be analysed.
+    /// Every CT series of a study that is an axial stack; localizers and
+    /// other planes are skipped (logged). At least one series must be
+    /// analysed; a series that cannot be read fails the study, naming it.
     pub fn analyze(&self, files: &[PathBuf]) -> anyhow::Result<PipelineOutput> {
         let grouping = group_by_series(files);
         let mut reports = Vec::new();
         let mut skipped = Vec::new();
         for s in &grouping.series {
             let modality = s.modality.clone().unwrap_or_default();
-            if !self.settings.modalities.iter().any(|m| m.eq_ignore_ascii_case(modality.trim())) {
-                skipped.push(format!("series {}: modality {modality}", s.series_instance_uid));
-                continue;
+            let why = if !self.settings.modalities.iter().any(|m| m.eq_ignore_ascii_case(modality.trim())) {
+                Some(format!("modality {modality}"))
+            } else if s.image_type.as_deref().is_some_and(|t| t.to_ascii_uppercase().contains("LOCALIZER")) {
+                Some("a localizer".into())
+            } else {
+                match self.analyze_series(&s.paths).with_context(|| format!("series {}", s.series_instance_uid))? {
+                    Ok(report) => {
+                        reports.push(report);
+                        None
+                    }
+                    Err(why) => Some(why),
+                }
+            };
+            if let Some(why) = why {
+                tracing::info!(series = %s.series_instance_uid, "lung-lesions: series skipped: {why}");
+                skipped.push(format!("series {}: {why}", s.series_instance_uid));
             }
-            reports.push(self.analyze_series(&s.paths).with_context(|| format!("series {}", s.series_instance_uid))?);
         }
         if reports.is_empty() {
-            bail!("lung-lesions: no {} series among {} instances ({})", self.settings.modalities.join("/"), files.len(), skipped.join("; "));
+            bail!("lung-lesions: no axial {} series among {} instances ({})", self.settings.modalities.join("/"), files.len(), skipped.join("; "));
         }
         Ok(PipelineOutput { pipeline: NAME.into(), model_version: self.algorithm.version.clone(), reports })
     }
