@@ -164,14 +164,19 @@ impl MaskRcnnConfig {
 }
 
 /// The source's S1 (MODELS.md 2): a lung window, then a fixed mean and
-/// standard deviation. The window maps HU onto [0, 1] (the training slices
-/// come already windowed as 8-bit grey, read as v / 255); the mean and
-/// standard deviation are those of the lung-medseg training slices on that
-/// scale (the source lost its numbers).
+/// standard deviation. The window maps HU onto [0, 1]; the training slices
+/// come already windowed as 8-bit grey (read as v / 255), so the window for
+/// DICOM input is the one that reproduces their grey levels: matching the
+/// 25th / 75th and 5th / 95th intensity percentiles of the lung-medseg
+/// training slices to those of a real chest CT cropped the same way gives
+/// [-1140, 390] to [-1160, 500] HU, i.e. level -350, width 1550 (the common
+/// lung window -600 / 1500 makes normal lung as bright as ground glass is in
+/// the training slices). The mean and standard deviation are those of the
+/// training slices on that scale (the source lost its numbers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LungPreprocessConfig {
-    /// Lung window centre and width in HU (the common lung window: -600 / 1500).
+    /// Window centre and width in HU.
     pub window_level: f64,
     pub window_width: f64,
     pub mean: f64,
@@ -182,7 +187,7 @@ pub struct LungPreprocessConfig {
 
 impl Default for LungPreprocessConfig {
     fn default() -> Self {
-        LungPreprocessConfig { window_level: -600.0, window_width: 1500.0, mean: 0.524, std: 0.310, input_size: 384 }
+        LungPreprocessConfig { window_level: -350.0, window_width: 1550.0, mean: 0.524, std: 0.310, input_size: 384 }
     }
 }
 
