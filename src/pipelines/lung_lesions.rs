@@ -550,7 +550,7 @@ impl LungLesionsPipeline {
             let detections = self.net.detect(&x)?;
             for ((k, view), instances) in chunk.iter().zip(detections) {
                 let field = &fields[*k];
-                self.place(&instances, view, field, *k, rows, cols, &mut out);
+                self.place(&instances, view, field, *k * plane, cols, &mut out);
                 for (p, _) in field.iter().enumerate().filter(|(_, &f)| f) {
                     out.field_column_sum += (p % cols) as f64;
                     out.field_pixels += 1;
@@ -560,10 +560,10 @@ impl LungLesionsPipeline {
         Ok((out, field_ms, t1.elapsed().as_secs_f64() * 1000.0))
     }
 
-    /// Pastes one slice's instances into the series label map: instances
-    /// mostly outside the lung field are dropped, the rest clipped to it.
-    #[allow(clippy::too_many_arguments)]
-    fn place(&self, instances: &[Instance], view: &SliceView, field: &[bool], k: usize, rows: usize, cols: usize, out: &mut SeriesLabels) {
+    /// Pastes one slice's instances into the series label map (the slice
+    /// starts at `base`): instances mostly outside the lung field are
+    /// dropped, the rest clipped to it.
+    fn place(&self, instances: &[Instance], view: &SliceView, field: &[bool], base: usize, cols: usize, out: &mut SeriesLabels) {
         let n = self.preprocess.input_size;
         let threshold = self.network.mask_threshold;
         let mut kept: Vec<Instance> = Vec::new();
@@ -605,7 +605,6 @@ impl LungLesionsPipeline {
                 }
             }
         }
-        let base = k * rows * cols;
         for &(r, c, q) in &lookup {
             if let Some(q) = q {
                 if labels[q] > 0 && field[r * cols + c] {
