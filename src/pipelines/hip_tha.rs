@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::hip_geometry::{prosthesis_centre, HipParameters, HipPoints, HipRiskRules, HipRisks, Measured, Risk, P2, POINT_MEANINGS, POINT_NAMES};
-use super::{PipelineOutput, Report};
+use super::{load_trained, read_weights_meta, PipelineOutput, Report};
 use crate::findings::*;
 use crate::imaging::decode::{decode_object, open, ColorMode};
 use crate::imaging::geometry::{pixel_spacing, SpacingSource};
@@ -54,21 +54,6 @@ impl Default for HipThaSettings {
             skip_view_positions: vec!["LL".into(), "RL".into(), "LLD".into(), "RLD".into(), "LAT".into(), "LATERAL".into()],
             risk: HipRiskRules::default(),
         }
-    }
-}
-
-/// Finds a weights prefix: as given, or relative to the crate root for a
-/// binary run from elsewhere (`cargo run` in a subdirectory, tests).
-pub fn resolve_weights(prefix: &Path) -> PathBuf {
-    let meta = crate::models::weights::WeightsPaths::new(prefix).meta;
-    if prefix.is_absolute() || meta.exists() {
-        return prefix.to_path_buf();
-    }
-    let in_repo = Path::new(env!("CARGO_MANIFEST_DIR")).join(prefix);
-    if crate::models::weights::WeightsPaths::new(&in_repo).meta.exists() {
-        in_repo
-    } else {
-        prefix.to_path_buf()
     }
 }
 
@@ -122,28 +107,19 @@ pub struct HipThaPipeline {
 
 impl HipThaPipeline {
     pub fn load(settings: &HipThaSettings, device: &Device) -> anyhow::Result<HipThaPipeline> {
-        let prefix = resolve_weights(&settings.weights);
-        let meta = crate::models::weights::read_meta(&prefix)
-            .with_context(|| format!("hip-tha: no trained weights at {} (train them with `ainode train hip-tha`, see docs/training.md)", prefix.display()))?;
-        if meta.name != NAME {
-            bail!("{}: weights of `{}`, not {NAME}", prefix.display(), meta.name);
-        }
+        let (prefix, meta) = read_weights_meta(NAME, &settings.weights)?;
         let arch = &meta.architecture;
         let network: HipSsdConfig = serde_json::from_value(arch["network"].clone()).context("hip-tha weights: architecture.network")?;
         let preprocess: HipPreprocessConfig = serde_json::from_value(arch["preprocess"].clone()).context("hip-tha weights: architecture.preprocess")?;
         if preprocess.input_size != network.input_size {
             bail!("{}: pre-processing makes {} px inputs, the network takes {} px", prefix.display(), preprocess.input_size, network.input_size);
         }
-        let varmap = VarMap::new();
-        HipSsd::load(VarBuilder::from_varmap(&varmap, DType::F32, device), &network)?;
-        crate::models::weights::load_weights(&prefix, &varmap, arch)?;
+        let trained = load_trained(&prefix, meta, device, |vb| HipSsd::load(vb, &network).map(|_| ()))?;
         // inference only: constant weights
-        let net = HipSsd::load(VarBuilder::from_tensors(crate::models::weights::frozen(&varmap), DType::F32, device), &network)?;
+        let net = HipSsd::load(VarBuilder::from_tensors(trained.tensors, DType::F32, device), &network)?;
         let min_score = settings.min_score.unwrap_or(network.min_score);
-        let mut algorithm = AlgorithmIdentity::new("ainode hip-tha SSD512", &meta.model_version);
-        let tensors = crate::models::weights::WeightsPaths::new(&prefix).tensors;
-        let bytes = std::fs::read(&tensors).with_context(|| format!("reading {}", tensors.display()))?;
-        algorithm.weights_sha256 = Some(hex_sha256(&bytes));
+        let mut algorithm = AlgorithmIdentity::new("ainode hip-tha SSD512", &trained.meta.model_version);
+        algorithm.weights_sha256 = Some(trained.sha256);
         Ok(HipThaPipeline { net, preprocess, settings: settings.clone(), min_score, algorithm, device: device.clone() })
     }
 
@@ -243,11 +219,6 @@ impl HipThaPipeline {
         }
         Ok(PipelineOutput { pipeline: NAME.into(), model_version: self.algorithm.version.clone(), reports })
     }
-}
-
-pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ---------------------------------------------------------------------------

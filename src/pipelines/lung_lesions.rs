@@ -13,11 +13,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::hip_tha::resolve_weights;
-use super::{PipelineOutput, Report};
+use super::{load_trained, read_weights_meta, PipelineOutput, Report};
 use crate::findings::*;
 use crate::imaging::components::components;
 use crate::imaging::volume::{group_by_series, load_series_with, SeriesOptions, Volume};
@@ -480,22 +479,15 @@ struct SeriesLabels {
 impl LungLesionsPipeline {
     pub fn load(settings: &LungLesionsSettings, device: &Device) -> anyhow::Result<LungLesionsPipeline> {
         settings.validate().map_err(|e| anyhow::anyhow!("[pipelines.lung-lesions]: {e}"))?;
-        let prefix = resolve_weights(&settings.weights);
-        let meta = crate::models::weights::read_meta(&prefix)
-            .with_context(|| format!("lung-lesions: no trained weights at {} (train them with `ainode train lung-lesions`)", prefix.display()))?;
-        if meta.name != NAME {
-            bail!("{}: weights of `{}`, not {NAME}", prefix.display(), meta.name);
-        }
+        let (prefix, meta) = read_weights_meta(NAME, &settings.weights)?;
         let arch = &meta.architecture;
         let mut network: MaskRcnnConfig = serde_json::from_value(arch["network"].clone()).context("lung-lesions weights: architecture.network")?;
         let preprocess: LungPreprocessConfig = serde_json::from_value(arch["preprocess"].clone()).context("lung-lesions weights: architecture.preprocess")?;
-        let varmap = VarMap::new();
-        MaskRcnn::load(VarBuilder::from_varmap(&varmap, DType::F32, device), &network)?;
-        crate::models::weights::load_weights(&prefix, &varmap, arch)?;
+        let trained = load_trained(&prefix, meta, device, |vb| MaskRcnn::load(vb, &network).map(|_| ()))?;
         if let Some(s) = settings.score_threshold {
             network.score_threshold = s;
         }
-        let net = MaskRcnn::load(VarBuilder::from_tensors(crate::models::weights::frozen(&varmap), DType::F32, device), &network)?;
+        let net = MaskRcnn::load(VarBuilder::from_tensors(trained.tensors, DType::F32, device), &network)?;
         let codes = network
             .classes
             .iter()
@@ -505,10 +497,8 @@ impl LungLesionsPipeline {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut algorithm = AlgorithmIdentity::new("ainode lung-lesions Mask R-CNN", &meta.model_version);
-        let tensors = crate::models::weights::WeightsPaths::new(&prefix).tensors;
-        let bytes = std::fs::read(&tensors).with_context(|| format!("reading {}", tensors.display()))?;
-        algorithm.weights_sha256 = Some(super::hip_tha::hex_sha256(&bytes));
+        let mut algorithm = AlgorithmIdentity::new("ainode lung-lesions Mask R-CNN", &trained.meta.model_version);
+        algorithm.weights_sha256 = Some(trained.sha256);
         Ok(LungLesionsPipeline { net, preprocess, network, settings: settings.clone(), codes, algorithm, device: device.clone() })
     }
 
