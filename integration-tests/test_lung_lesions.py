@@ -2,8 +2,9 @@
 as a DICOM series by `ainode data nifti-to-dicom`) goes from a strict Orthanc to the node,
 the node runs Mask R-CNN per slice, joins instances into 3D lesions and sends a SEG (one
 segment per class found) and a TID 1500 Comprehensive 3D SR back. The objects are judged
-by dciodvfy, dsrdump, PixelMed, dcentvfy and highdicom read-back, and must equal what
-`ainode run` wrote for the same files.
+by dciodvfy, dsrdump, PixelMed, dcentvfy and highdicom read-back; the SEG's voxels must
+equal the label map `ainode run --label-maps` wrote, and the node's objects what `ainode
+run` wrote for the same files.
 
 These tests judge the pipeline and the node, not the model's accuracy (that is
 `ainode eval lung-lesions`, weights/lung-lesions.md): they train a small model here (one
@@ -74,8 +75,9 @@ def chest_series(tmp_path_factory) -> list[Path]:
     return sorted(keep.glob("*.dcm"))
 
 
-def ainode_run(inputs: list[Path], out: Path, config: Path) -> dict:
-    res = run([ainode_bin(), "run", "--config", config, "--pipeline", "lung-lesions", *sum((["--input", p] for p in inputs), []), "--output", out],
+def ainode_run(inputs: list[Path], out: Path, config: Path, label_maps: Path | None = None) -> dict:
+    extra = ["--label-maps", label_maps] if label_maps else []
+    res = run([ainode_bin(), "run", "--config", config, "--pipeline", "lung-lesions", *sum((["--input", p] for p in inputs), []), "--output", out, *extra],
               timeout=600, check=True)
     return json.loads(res.stdout)
 
@@ -89,8 +91,53 @@ def written(summary: dict) -> dict[str, Path]:
     return {r["sop_class_uid"]: Path(r["path"]) for st in summary["studies"] for r in st["results"]}
 
 
+def read_nifti_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A uint16 NIfTI-1 label map (.nii.gz) as (frames, rows, columns) and its sform
+    (voxel (i, j, k) → RAS), read by hand so that the writer is judged by the format."""
+    import gzip
+    raw = gzip.decompress(path.read_bytes())
+    assert np.frombuffer(raw, "<i4", 1, 0)[0] == 348 and raw[344:348] == b"n+1\0", path
+    dim = np.frombuffer(raw, "<i2", 8, 40)
+    assert tuple(np.frombuffer(raw, "<i2", 3, 68)) == (1002, 512, 16), "intent LABEL, uint16"
+    assert np.frombuffer(raw, "<i2", 1, 254)[0] == 1, "sform set"
+    offset = int(np.frombuffer(raw, "<f4", 1, 108)[0])
+    cols, rows, frames = (int(d) for d in dim[1:4])
+    labels = np.frombuffer(raw, "<u2", cols * rows * frames, offset).reshape(frames, rows, cols)
+    sform = np.frombuffer(raw, "<f4", 12, 280).reshape(3, 4).astype(float)
+    return labels, sform
+
+
+def check_seg_equals_label_map(seg_path: Path, series: list[Path], label_map: dict):
+    """Voxel for voxel, the SEG holds the label map the pipeline wrote as NIfTI, and that
+    NIfTI lies on the series (its affine puts each frame on one source slice)."""
+    import highdicom as hd
+    seg = hd.seg.segread(seg_path)
+    dss = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in series), key=lambda d: float(d.ImagePositionPatient[2]))
+    labels, sform = read_nifti_labels(Path(label_map["path"]))
+    assert labels.shape == (len(series), dss[0].Rows, dss[0].Columns)
+    # frame k of the label map = the source slice at the affine's position of voxel (0, 0, k)
+    order = []
+    for k in range(labels.shape[0]):
+        ras = sform @ np.array([0.0, 0.0, k, 1.0])
+        lps = np.array([-ras[0], -ras[1], ras[2]])
+        dist = [np.linalg.norm(lps - np.array(d.ImagePositionPatient, float)) for d in dss]
+        assert min(dist) < 0.01, f"label-map frame {k} is on no source slice ({min(dist):.3f} mm off)"
+        order.append(int(np.argmin(dist)))
+    assert sorted(order) == list(range(len(dss)))
+    uids = [dss[i].SOPInstanceUID for i in order]
+    numbers = list(range(1, len(seg.SegmentSequence) + 1))
+    vol = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=True)
+    by_label = {s.SegmentLabel: s.SegmentNumber for s in seg.SegmentSequence}
+    assert set(by_label) == {s["label"] for s in label_map["segments"]}
+    for s in label_map["segments"]:
+        want = labels == s["number"]
+        assert want.any(), f"segment {s['label']} has no voxel in the label map"
+        assert np.array_equal(vol == by_label[s["label"]], want), f"{s['label']}: SEG voxels differ from the label map"
+    assert np.array_equal(vol == 0, labels == 0)
+
+
 def check_seg_equals_lesions(seg_path: Path, series: list[Path], report: dict):
-    """The SEG's voxels are the pipeline's label map: per class the same voxel count as its
+    """The SEG agrees with the lesions of the report: per class the same voxel count as its
     lesions, every voxel inside one of its lesions' boxes, one segment per class found."""
     import highdicom as hd
     seg = hd.seg.segread(seg_path)
@@ -161,15 +208,18 @@ def test_shipped_weights_reproduce_their_model_card(tmp_path):
 
 
 def test_ainode_run_writes_seg_and_sr_that_validate(model, chest_series, tmp_path):
-    summary = ainode_run(chest_series, tmp_path / "out", model["all"])
+    summary = ainode_run(chest_series, tmp_path / "out", model["all"], label_maps=tmp_path / "labels")
     [study] = summary["studies"]
     [report] = study["reports"]
+    [label_map] = study["label_maps"]
+    assert label_map["series_instance_uid"] == report["series_instance_uid"]
     assert report["slices"] == len(chest_series) and report["slices_with_lung"] == len(chest_series)
     assert report["lesions"], "threshold 0 must find something"
     objs = written(summary)
     assert set(objs) == {SEG_CLASS, SR3D_CLASS}
     for p in objs.values():
         assert_dciodvfy_clean(p)
+    check_seg_equals_label_map(objs[SEG_CLASS], chest_series, label_map)
     check_seg_equals_lesions(objs[SEG_CLASS], chest_series, report)
     check_sr(objs[SR3D_CLASS], report)
     assert_dcentvfy(*chest_series, *objs.values())
@@ -180,11 +230,12 @@ def test_ainode_run_writes_seg_and_sr_that_validate(model, chest_series, tmp_pat
 
 
 def test_nothing_found_gives_an_sr_that_says_so_and_no_seg(model, chest_series, tmp_path):
-    summary = ainode_run(chest_series, tmp_path / "out", model["none"])
+    summary = ainode_run(chest_series, tmp_path / "out", model["none"], label_maps=tmp_path / "labels")
     [report] = summary["studies"][0]["reports"]
     assert report["lesions"] == []
     objs = written(summary)
     assert set(objs) == {SR_CLASS}, "no SEG when nothing is found"
+    assert summary["studies"][0]["label_maps"] == []
     sr = objs[SR_CLASS]
     assert_dciodvfy_clean(sr)
     assert_dsrdump(sr)
@@ -215,7 +266,7 @@ def test_a_localizer_in_the_study_is_skipped(model, chest_series, tmp_path):
 
 
 def test_orthanc_to_node_to_orthanc(model, chest_series, node, orthanc, tmp_path):
-    expected = ainode_run(chest_series, tmp_path / "offline", model["all"])
+    expected = ainode_run(chest_series, tmp_path / "offline", model["all"], label_maps=tmp_path / "labels")
     want = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}
     pacs, n = node_behind_orthanc(orthanc, node, {"name": "lung", "match": {"modality": ["CT"], "body_part": ["CHEST"]}, "analyze": "lung-lesions"},
                                   {"device": "cpu", "lung-lesions": {"weights": str(model["weights"]), "score_threshold": 0.0}})
@@ -238,5 +289,6 @@ def test_orthanc_to_node_to_orthanc(model, chest_series, node, orthanc, tmp_path
     assert set(got) == want
     [report] = expected["studies"][0]["reports"]
     seg = next(p for p in got.values() if pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID == SEG_CLASS)
+    check_seg_equals_label_map(seg, chest_series, expected["studies"][0]["label_maps"][0])
     check_seg_equals_lesions(seg, chest_series, report)
     assert_dcentvfy(*chest_series, *got.values())

@@ -44,8 +44,10 @@ fn files_by_study(inputs: &[PathBuf]) -> anyhow::Result<BTreeMap<String, Vec<Pat
 }
 
 /// `ainode run --pipeline NAME --input ... --output DIR`: each study of the
-/// inputs is analysed; its result objects go to `DIR/STUDY_UID/`.
-pub fn run_offline(cfg: &Config, pipeline: &str, inputs: &[PathBuf], output: &Path) -> anyhow::Result<OfflineRun> {
+/// inputs is analysed; its result objects go to `DIR/STUDY_UID/`, and with
+/// `label_maps` each segmentation's label map (the SEG's voxels, labels =
+/// segment numbers) to `LABEL_MAPS/STUDY_UID/SERIES_UID.nii.gz`.
+pub fn run_offline(cfg: &Config, pipeline: &str, inputs: &[PathBuf], output: &Path, label_maps: Option<&Path>) -> anyhow::Result<OfflineRun> {
     let studies = files_by_study(inputs)?;
     let p = Pipeline::load(pipeline, &cfg.pipelines)?;
     let settings = EncoderSettings::from_config(cfg);
@@ -55,6 +57,10 @@ pub fn run_offline(cfg: &Config, pipeline: &str, inputs: &[PathBuf], output: &Pa
         let out = p.analyze(files).with_context(|| format!("study {study}"))?;
         let dir = output.join(crate::spool::safe_name(study));
         let w = write_results(&settings, &out, &dir).with_context(|| format!("study {study}: writing results"))?;
+        let maps = match label_maps {
+            Some(root) => write_label_maps(&root.join(crate::spool::safe_name(study)), &out.reports).with_context(|| format!("study {study}"))?,
+            None => Vec::new(),
+        };
         summaries.push(json!({
             "study_instance_uid": study,
             "model_version": out.model_version,
@@ -62,10 +68,28 @@ pub fn run_offline(cfg: &Config, pipeline: &str, inputs: &[PathBuf], output: &Pa
             "results": w.iter().map(|w| json!({
                 "path": w.path, "sop_class_uid": w.sop_class_uid, "sop_instance_uid": w.sop_instance_uid,
             })).collect::<Vec<_>>(),
+            "label_maps": maps,
         }));
         written.extend(w);
     }
     Ok(OfflineRun { summary: json!({ "pipeline": pipeline, "studies": summaries }), written })
+}
+
+/// Each report's segmentation as `dir/SERIES_UID.nii.gz`; what was written, as JSON.
+fn write_label_maps(dir: &Path, reports: &[crate::pipelines::Report]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut maps = Vec::new();
+    for seg in reports.iter().filter_map(|r| r.segmentation.as_ref()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let series = &seg.labels.grid.series_instance_uid;
+        let path = dir.join(format!("{}.nii.gz", crate::spool::safe_name(series)));
+        crate::encode::labelmap::write_nifti(&seg.labels, &path).with_context(|| format!("label map of series {series}"))?;
+        maps.push(json!({
+            "series_instance_uid": series,
+            "path": path,
+            "segments": seg.segments.iter().map(|s| json!({"number": s.number, "label": s.label})).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(maps)
 }
 
 /// Runs `analyze` jobs until the process ends; one at a time (a pipeline

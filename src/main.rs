@@ -59,10 +59,10 @@ enum Cmd {
     /// Run an analysis pipeline offline on files: result objects (SR,
     /// presentation states) into OUTPUT, the findings as JSON on stdout.
     Run {
-        /// Pipeline name (hip-tha).
+        /// Pipeline name (hip-tha, lung-lesions).
         #[arg(long)]
         pipeline: String,
-        /// DICOM files or folders (searched recursively); one study.
+        /// DICOM files or folders (searched recursively); each study in them is analysed.
         #[arg(long, required = true)]
         input: Vec<PathBuf>,
         /// Folder for the result objects.
@@ -71,6 +71,10 @@ enum Cmd {
         /// auto, cpu or cuda:N (default: pipelines.device of the config).
         #[arg(long)]
         device: Option<DeviceSpec>,
+        /// Also write each segmentation's label map (the SEG's voxels) as
+        /// NIfTI: LABEL_MAPS/STUDY_UID/SERIES_UID.nii.gz.
+        #[arg(long, value_name = "LABEL_MAPS")]
+        label_maps: Option<PathBuf>,
     },
     /// Write a result object (SEG, SR, GSPS) from files; see docs/encode-json.md.
     Encode {
@@ -411,12 +415,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let opts = scu_opts(load()?, calling_ae);
             send(&target, &opts, &paths, batch)
         }
-        Cmd::Run { pipeline, input, output, device } => {
+        Cmd::Run { pipeline, input, output, device, label_maps } => {
             let mut cfg = load()?;
             if let Some(d) = device {
                 cfg.pipelines.device = d.to_string();
             }
-            let run = ainode::analyze::run_offline(&cfg, &pipeline, &input, &output)?;
+            let run = ainode::analyze::run_offline(&cfg, &pipeline, &input, &output, label_maps.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&run.summary)?);
             for w in &run.written {
                 eprintln!("wrote {} (SOP Class {}, SOP Instance {}): {}", w.path.display(), w.sop_class_uid, w.sop_instance_uid, w.detail);

@@ -309,13 +309,19 @@ pub fn put_laterality(o: &mut Obj, source: &SourceInstance) {
 /// Writes `obj` as a Part 10 file (Explicit VR Little Endian, our
 /// implementation class UID): temporary file, fsync, rename.
 pub fn write_part10(path: &Path, obj: &Obj) -> Result<(), EncodeError> {
+    let buf = encode_part10(obj).map_err(|reason| EncodeError::Write { path: path.display().to_string(), reason })?;
+    write_durably(path, &buf)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the whole
+/// new one: temporary file in the same folder, fsync, rename.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), EncodeError> {
     let p = path.display().to_string();
-    let buf = encode_part10(obj).map_err(|reason| EncodeError::Write { path: p.clone(), reason })?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()));
     let io = |source| EncodeError::Io { path: p.clone(), source };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&buf).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)?;

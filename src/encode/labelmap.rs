@@ -11,11 +11,17 @@
 //! Images without patient geometry (ultrasound, projection X-ray): the NIfTI
 //! must have exactly (columns, rows[, frames]) voxels and is read by index
 //! (i = column, j = row, k = frame); its affine is ignored.
+//!
+//! The other way, [`write_nifti`] stores a pipeline's label map on its source
+//! grid (i = column, j = row, k = frame) with that grid's affine, so that it
+//! opens over the series in 3D Slicer or ITK-SNAP and reads back here to the
+//! same labels.
 
+use std::io::Write;
 use std::path::Path;
 
 use super::EncodeError;
-use crate::findings::SourceGrid;
+use crate::findings::{LabelMap, SourceGrid};
 
 /// A label volume: dims (i, j, k), values with i fastest, and the voxel to
 /// RAS affine (3 x 4) when the file has one.
@@ -128,6 +134,95 @@ pub fn resample_to_grid(vol: &LabelVolume, grid: &SourceGrid) -> Result<Vec<u16>
     Ok(out)
 }
 
+/// Writes `labels` as a NIfTI-1 label map (uint16, intent LABEL; `.nii.gz`
+/// compressed), durably. Oriented grids get their voxel → RAS affine as the
+/// sform; a grid with uneven slice spacing is refused, since NIfTI has one step.
+pub fn write_nifti(labels: &LabelMap, path: &Path) -> Result<(), EncodeError> {
+    let grid = &labels.grid;
+    let (cols, rows, frames) = (grid.cols as usize, grid.rows as usize, grid.frames.len());
+    if frames == 0 || labels.labels.len() != frames * grid.frame_len() {
+        return Err(EncodeError::invalid("labels", format!("{} values for {frames} frames of {rows} x {cols}", labels.labels.len())));
+    }
+    let affine = if grid.has_patient_geometry() { Some(grid_affine_ras(grid)?) } else { None };
+    let mut h = vec![0u8; 352];
+    let put_i16 = |h: &mut Vec<u8>, at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 = |h: &mut Vec<u8>, at: usize, v: f32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    h[38] = b'r';
+    for (n, d) in [3, cols, rows, frames, 1, 1, 1, 1].into_iter().enumerate() {
+        let d = i16::try_from(d).map_err(|_| EncodeError::invalid("labels", format!("dimension {d} is too large for NIfTI-1")))?;
+        put_i16(&mut h, 40 + 2 * n, d);
+    }
+    put_i16(&mut h, 68, 1002); // intent: NIFTI_INTENT_LABEL
+    put_i16(&mut h, 70, 512); // datatype: NIFTI_TYPE_UINT16
+    put_i16(&mut h, 72, 16); // bitpix
+    let spacing = match &affine {
+        Some(a) => [0, 1, 2].map(|c| (a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]).sqrt()),
+        None => [1.0; 3],
+    };
+    for (n, v) in [1.0, spacing[0], spacing[1], spacing[2], 1.0, 1.0, 1.0, 1.0].into_iter().enumerate() {
+        put_f32(&mut h, 76 + 4 * n, v as f32);
+    }
+    put_f32(&mut h, 108, 352.0); // vox_offset
+    put_f32(&mut h, 112, 1.0); // scl_slope
+    h[123] = 2; // xyzt_units: mm
+    put_f32(&mut h, 124, labels.labels.iter().copied().max().unwrap_or(0) as f32); // cal_max
+    let descrip = format!("ainode label map, series {}", grid.series_instance_uid);
+    let descrip = descrip.as_bytes();
+    h[148..148 + descrip.len().min(79)].copy_from_slice(&descrip[..descrip.len().min(79)]);
+    if let Some(a) = affine {
+        put_i16(&mut h, 254, 1); // sform_code: NIFTI_XFORM_SCANNER_ANAT
+        for (r, row) in a.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                put_f32(&mut h, 280 + 16 * r + 4 * c, *v as f32);
+            }
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    // bytes 348..352: no extensions
+    let mut bytes = h;
+    bytes.reserve(2 * labels.labels.len());
+    for v in &labels.labels {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let io = |source| EncodeError::Io { path: path.display().to_string(), source };
+        gz.write_all(&bytes).map_err(io)?;
+        bytes = gz.finish().map_err(io)?;
+    }
+    super::common::write_durably(path, &bytes)
+}
+
+/// Voxel (column, row, frame) → RAS mm of an oriented grid whose frames are
+/// evenly spaced (every step within 1 % of the first; the mean step is used).
+fn grid_affine_ras(grid: &SourceGrid) -> Result<[[f64; 4]; 3], EncodeError> {
+    let study = &grid.study_instance_uid;
+    let (o, [dr, dc]) = (grid.orientation.expect("oriented"), grid.pixel_spacing.expect("oriented"));
+    let pos: Vec<[f64; 3]> = grid.frames.iter().map(|f| f.position.expect("oriented")).collect();
+    let step = if pos.len() > 1 {
+        let n = (pos.len() - 1) as f64;
+        let step = [0, 1, 2].map(|d| (pos[pos.len() - 1][d] - pos[0][d]) / n);
+        let first = [0, 1, 2].map(|d| pos[1][d] - pos[0][d]);
+        let len = first.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for (k, w) in pos.windows(2).enumerate() {
+            let off = [0, 1, 2].map(|d| w[1][d] - w[0][d] - first[d]).iter().map(|v| v * v).sum::<f64>().sqrt();
+            if len < 1e-6 || off > 0.01 * len {
+                return Err(EncodeError::geometry(
+                    study,
+                    format!("series {}: frames {} and {} are not one even step apart; a NIfTI label map needs even slice spacing", grid.series_instance_uid, k + 1, k + 2),
+                ));
+            }
+        }
+        step
+    } else {
+        let n = grid.normal().ok_or_else(|| EncodeError::geometry(study, "the image orientation has no normal"))?;
+        n.map(|v| v * grid.slice_thickness.filter(|t| *t > 0.0).unwrap_or(1.0))
+    };
+    let lps = [0, 1, 2].map(|d| [o[d] * dc, o[3 + d] * dr, step[d], pos[0][d]]);
+    Ok([lps[0].map(|v| -v), lps[1].map(|v| -v), lps[2]])
+}
+
 fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
     let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
@@ -231,6 +326,32 @@ mod tests {
         let mut shifted = lps_volume();
         shifted.affine.as_mut().unwrap()[0][3] = -20.0;
         assert!(resample_to_grid(&shifted, &g).is_err());
+    }
+
+    #[test]
+    fn written_label_maps_read_back_to_the_same_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut flat = grid();
+        flat.frame_of_reference_uid = None;
+        flat.orientation = None;
+        for (g, name) in [(grid(), "a.nii"), (grid(), "a.nii.gz"), (flat, "flat.nii")] {
+            let path = dir.path().join(name);
+            write_nifti(&LabelMap::new(g.clone(), expected()).unwrap(), &path).unwrap();
+            let v = read_nifti(&path).unwrap();
+            assert_eq!(v.dims, [4, 3, 2], "{name}");
+            assert_eq!(v.values, expected(), "{name}: i = column, j = row, k = frame");
+            assert_eq!(resample_to_grid(&v, &g).unwrap(), expected(), "{name}");
+        }
+        assert_eq!(read_nifti(&dir.path().join("a.nii")).unwrap().affine, lps_volume().affine);
+    }
+
+    #[test]
+    fn uneven_slices_are_refused_for_nifti() {
+        let mut g = grid();
+        g.frames.push(GridFrame { source: g.frames[0].source.clone(), position: Some([10.0, 20.0, -25.0]) });
+        let labels = LabelMap::new(g, (0..36).map(|i| i as u16).collect()).unwrap();
+        let e = write_nifti(&labels, &tempfile::tempdir().unwrap().path().join("u.nii")).unwrap_err().to_string();
+        assert!(e.contains("frames 2 and 3") && e.contains("even slice spacing"), "{e}");
     }
 
     #[test]
