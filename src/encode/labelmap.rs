@@ -210,7 +210,12 @@ fn grid_affine_ras(grid: &SourceGrid) -> Result<[[f64; 4]; 3], EncodeError> {
             if len < 1e-6 || off > 0.01 * len {
                 return Err(EncodeError::geometry(
                     study,
-                    format!("series {}: frames {} and {} are not one even step apart; a NIfTI label map needs even slice spacing", grid.series_instance_uid, k + 1, k + 2),
+                    format!(
+                        "series {}: frames {} and {} are not one even step apart; a NIfTI label map needs even slice spacing",
+                        grid.series_instance_uid,
+                        k + 1,
+                        k + 2
+                    ),
                 ));
             }
         }
