@@ -11,8 +11,8 @@ pub const DEFAULT_TOML: &str = include_str!("../conf/node.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config {origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("config {origin}: field `{field}`: {reason}")]
@@ -202,7 +202,7 @@ impl Config {
             toml::from_str(DEFAULT_TOML).map_err(|e| ConfigError::Parse { origin: "(embedded default)".into(), message: e.to_string() })?;
         let origin = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read { path: p.to_path_buf(), error })?;
                 let user: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse { origin: p.display().to_string(), message: e.to_string() })?;
                 merge(&mut merged, user);
                 p.display().to_string()

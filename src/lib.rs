@@ -20,3 +20,16 @@ pub mod routing;
 pub mod spool;
 pub mod synth;
 pub mod train;
+
+/// An error and its sources, `: `-separated. dicom-rs errors (snafu) keep
+/// the cause out of their own message, so a bare `to_string` would drop it.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

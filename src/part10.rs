@@ -22,8 +22,8 @@ pub enum Part10Error {
     NotDicom { path: String },
     #[error("{path}: file meta information is malformed: {reason}")]
     BadMeta { path: String, reason: String },
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 /// Writes preamble, "DICM" and the File Meta Information group.
@@ -79,7 +79,7 @@ fn put(out: &mut Vec<u8>, elem: u16, vr: &[u8; 2], value: &[u8]) {
 /// (explicit VR LE), without trusting the group length.
 pub fn read_meta(path: &Path) -> Result<FileMeta, Part10Error> {
     let p = || path.display().to_string();
-    let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(|source| Part10Error::Io { path: p(), source })?);
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(|error| Part10Error::Io { path: p(), error })?);
     let mut pre = [0u8; 132];
     f.read_exact(&mut pre).map_err(|_| Part10Error::NotDicom { path: p() })?;
     if &pre[128..132] != b"DICM" {

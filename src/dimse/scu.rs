@@ -22,8 +22,8 @@ pub enum ScuError {
     Connect { remote: String, reason: String },
     #[error("{remote} rejected the association: {reason}")]
     Rejected { remote: String, reason: String, transient: bool },
-    #[error("{remote}: {source}")]
-    Conn { remote: String, source: ConnError },
+    #[error("{remote}: {error}")]
+    Conn { remote: String, error: ConnError },
     #[error("{remote}: protocol error: {reason}")]
     Protocol { remote: String, reason: String },
     #[error("{0}")]
@@ -110,7 +110,7 @@ impl Association {
                 UserVariableItem::ImplementationVersionName(uids::IMPLEMENTATION_VERSION_NAME.to_string()),
             ],
         };
-        let cerr = |source| ScuError::Conn { remote: name.clone(), source };
+        let cerr = |error| ScuError::Conn { remote: name.clone(), error };
         conn.write_pdu(&Pdu::AssociationRQ(rq)).await.map_err(cerr)?;
         let ac = match conn.read_frame(opts.dimse_timeout).await.map_err(cerr)? {
             Frame::Other(Pdu::AssociationAC(ac)) => ac,
@@ -186,7 +186,7 @@ impl Association {
         } else {
             let bytes = reencode(path, &meta.transfer_syntax, &ctx.transfer_syntax).await?;
             let r = self.remote.clone();
-            self.conn.write_message(ctx.id, false, &bytes, self.peer_max_pdu).await.map_err(|source| ScuError::Conn { remote: r, source })?;
+            self.conn.write_message(ctx.id, false, &bytes, self.peer_max_pdu).await.map_err(|error| ScuError::Conn { remote: r, error })?;
         }
         let rsp = self.read_response(id).await?;
         let st = rsp.status().map_err(|e| ScuError::Protocol { remote: self.remote.clone(), reason: e.to_string() })?;
@@ -194,7 +194,7 @@ impl Association {
     }
 
     async fn stream_dataset(&mut self, ctx: u8, path: &Path, offset: u64) -> Result<(), ScuError> {
-        let io = |e: std::io::Error| ScuError::Part10(part10::Part10Error::Io { path: path.display().to_string(), source: e });
+        let io = |e: std::io::Error| ScuError::Part10(part10::Part10Error::Io { path: path.display().to_string(), error: e });
         let mut f = tokio::fs::File::open(path).await.map_err(io)?;
         let total = f.metadata().await.map_err(io)?.len().saturating_sub(offset);
         f.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
@@ -202,13 +202,13 @@ impl Association {
         let mut buf = vec![0u8; chunk];
         let mut left = total;
         if left == 0 {
-            return self.conn.write_pdv(ctx, false, true, &[]).await.map_err(|source| ScuError::Conn { remote: self.remote.clone(), source });
+            return self.conn.write_pdv(ctx, false, true, &[]).await.map_err(|error| ScuError::Conn { remote: self.remote.clone(), error });
         }
         while left > 0 {
             let n = (left as usize).min(chunk);
             f.read_exact(&mut buf[..n]).await.map_err(io)?;
             left -= n as u64;
-            self.conn.write_pdv(ctx, false, left == 0, &buf[..n]).await.map_err(|source| ScuError::Conn { remote: self.remote.clone(), source })?;
+            self.conn.write_pdv(ctx, false, left == 0, &buf[..n]).await.map_err(|error| ScuError::Conn { remote: self.remote.clone(), error })?;
         }
         Ok(())
     }
@@ -216,13 +216,13 @@ impl Association {
     async fn send_command(&mut self, ctx: u8, cmd: &Command) -> Result<(), ScuError> {
         let bytes = cmd.encode();
         let max = self.peer_max_pdu;
-        self.conn.write_message(ctx, true, &bytes, max).await.map_err(|source| ScuError::Conn { remote: self.remote.clone(), source })
+        self.conn.write_message(ctx, true, &bytes, max).await.map_err(|error| ScuError::Conn { remote: self.remote.clone(), error })
     }
 
     async fn read_response(&mut self, message_id: u16) -> Result<Command, ScuError> {
         let mut buf = Vec::new();
         loop {
-            let frame = self.conn.read_frame(self.dimse_timeout).await.map_err(|source| ScuError::Conn { remote: self.remote.clone(), source })?;
+            let frame = self.conn.read_frame(self.dimse_timeout).await.map_err(|error| ScuError::Conn { remote: self.remote.clone(), error })?;
             let pdvs = match frame {
                 Frame::PData(p) => p,
                 Frame::Other(Pdu::AbortRQ { source }) => {

@@ -319,7 +319,7 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), EncodeError> {
     let p = path.display().to_string();
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()));
-    let io = |source| EncodeError::Io { path: p.clone(), source };
+    let io = |error| EncodeError::Io { path: p.clone(), error };
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
@@ -353,19 +353,8 @@ fn encode_once(obj: &Obj) -> Result<Vec<u8>, String> {
     let ts = TransferSyntaxRegistry.get(EXPLICIT_VR_LE).ok_or("Explicit VR LE not registered")?;
     let mut buf = Vec::with_capacity(1 << 16);
     crate::part10::write_meta(&mut buf, &class, &inst, EXPLICIT_VR_LE, "").map_err(|e| e.to_string())?;
-    obj.write_dataset_with_ts(&mut buf, ts).map_err(|e| error_chain(&e))?;
+    obj.write_dataset_with_ts(&mut buf, ts).map_err(|e| crate::error_chain(&e))?;
     Ok(buf)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Current UTC date (YYYYMMDD) and time (HHMMSS).

@@ -15,7 +15,7 @@ use crate::findings::*;
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, EncodeError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| EncodeError::Io { path: file.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|error| EncodeError::Io { path: file.clone(), error })?;
     serde_json::from_str(&text).map_err(|e| EncodeError::Source { file, reason: format!("invalid JSON: {e}") })
 }
 

@@ -187,7 +187,7 @@ pub fn write_nifti(labels: &LabelMap, path: &Path) -> Result<(), EncodeError> {
     }
     if path.extension().is_some_and(|e| e == "gz") {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        let io = |source| EncodeError::Io { path: path.display().to_string(), source };
+        let io = |error| EncodeError::Io { path: path.display().to_string(), error };
         gz.write_all(&bytes).map_err(io)?;
         bytes = gz.finish().map_err(io)?;
     }

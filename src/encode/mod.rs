@@ -48,8 +48,8 @@ pub enum EncodeError {
     /// The result does not fit the study's images (size, geometry, coverage).
     #[error("study {study}: {reason}")]
     Geometry { study: String, reason: String },
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("writing {path}: {reason}")]
     Write { path: String, reason: String },
 }

@@ -20,7 +20,7 @@ use crate::pipelines::PipelineOutput;
 /// the same files). Nothing is written for an image whose objects fail
 /// validation; the error names the image.
 pub fn write_results(settings: &EncoderSettings, output: &PipelineOutput, dir: &Path) -> Result<Vec<Written>, EncodeError> {
-    std::fs::create_dir_all(dir).map_err(|source| EncodeError::Io { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(dir).map_err(|error| EncodeError::Io { path: dir.display().to_string(), error })?;
     let ctx = ResultContext::new(settings.clone(), &output.pipeline, &output.model_version);
     let mut objects = Vec::new();
     // build everything first: a report that fails validation writes nothing

@@ -106,7 +106,7 @@ impl DecodedImage {
 
 /// Open a Part 10 file (whole object, pixel data included).
 pub fn open(path: &Path) -> Result<DefaultDicomObject> {
-    dicom_object::open_file(path).map_err(|e| ImagingError::Open { path: path.to_path_buf(), reason: error_chain(&e) })
+    dicom_object::open_file(path).map_err(|e| ImagingError::Open { path: path.to_path_buf(), reason: crate::error_chain(&e) })
 }
 
 /// Decode every frame of the Part 10 file at `path`.
@@ -130,17 +130,6 @@ pub fn decode_object(obj: &DefaultDicomObject, color: ColorMode) -> Result<Decod
 
     let (bytes, photometric) = native_bytes(obj, &fmt, &uid, &ts_uid)?;
     convert(obj, &fmt, &uid, &bytes, &photometric, color)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 /// The Image Pixel module attributes we need.
@@ -286,7 +275,7 @@ fn native_bytes<'a>(obj: &'a DefaultDicomObject, fmt: &PixelFormat, uid: &str, t
             let decoded = obj.decode_pixel_data().map_err(|e| ImagingError::Decode {
                 sop_instance_uid: uid.to_string(),
                 transfer_syntax: ts_name.clone(),
-                reason: error_chain(&e),
+                reason: crate::error_chain(&e),
             })?;
             let photometric = photometric_after_codec(ts_uid, &fmt.photometric, fmt.samples);
             Ok((Cow::Owned(decoded.into_data()), photometric))

@@ -238,8 +238,8 @@ fn diff_into(path: &str, e: &Value, f: &Value, out: &mut Vec<ConfigDiff>) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
     #[error("{}", mismatch_message(.path, .config, .tensors))]
@@ -270,7 +270,7 @@ fn mismatch_message(path: &Path, config: &[ConfigDiff], t: &TensorMismatch) -> S
 /// Reads `NAME.json`.
 pub fn read_meta(prefix: &Path) -> Result<WeightsMeta, WeightsError> {
     let path = WeightsPaths::new(prefix).meta;
-    let text = std::fs::read_to_string(&path).map_err(|source| WeightsError::Io { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|error| WeightsError::Io { path: path.clone(), error })?;
     let meta: WeightsMeta = serde_json::from_str(&text).map_err(|e| WeightsError::Format { path: path.clone(), msg: e.to_string() })?;
     if meta.format_version > FORMAT_VERSION {
         return Err(WeightsError::Format { path, msg: format!("format_version {} is newer than this program's {FORMAT_VERSION}", meta.format_version) });
@@ -322,7 +322,7 @@ pub fn load_tensors_into(path: &Path, varmap: &VarMap) -> Result<(), WeightsErro
 }
 
 fn load_checked(path: &Path, varmap: &VarMap, config: Vec<ConfigDiff>) -> Result<(), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|error| WeightsError::Io { path: path.to_path_buf(), error })?;
     let file =
         candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| WeightsError::Format { path: path.to_path_buf(), msg: e.to_string() })?;
     let found: BTreeMap<String, Vec<usize>> = file.iter().map(|(k, t)| (k.clone(), t.dims().to_vec())).collect();

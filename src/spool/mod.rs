@@ -285,7 +285,7 @@ fn validate(path: &Path, inc: &IncomingInstance) -> Result<InstanceHeader, Store
 /// Parses the header (everything before Pixel Data) of a spool file.
 pub fn read_header(path: &Path, ts: &str) -> Result<InstanceHeader, String> {
     let obj: DefaultDicomObject =
-        OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| format!("cannot parse data set: {}", error_chain(&e)))?;
+        OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| format!("cannot parse data set: {}", crate::error_chain(&e)))?;
     let get = |tag| -> String {
         obj.element_opt(tag).ok().flatten().and_then(|e| e.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())).unwrap_or_default()
     };
@@ -315,17 +315,6 @@ pub fn read_header(path: &Path, ts: &str) -> Result<InstanceHeader, String> {
         }
     }
     Ok(h)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// UIDs are digits and dots; anything else is replaced so a hostile UID

@@ -17,7 +17,7 @@ pub struct Table {
 
 impl Table {
     pub fn read(path: &Path) -> Result<Table> {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::Io { path: path.to_path_buf(), error: e })?;
         Self::parse(path, &text)
     }
 
