@@ -77,6 +77,11 @@ impl Conv2d {
         Ok(Conv2d { weight, bias, cfg })
     }
 
+    /// A convolution over given tensors (for heads with their own initialisation).
+    pub fn new(weight: Tensor, bias: Option<Tensor>, cfg: ConvConfig) -> Conv2d {
+        Conv2d { weight, bias, cfg }
+    }
+
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
     }

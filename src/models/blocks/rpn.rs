@@ -4,12 +4,13 @@
 //! training targets and loss (IoU matching, balanced sampling, BCE + smooth L1).
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::boxes::{batched_nms_rows, box_rows, boxes_tensor, clip_row, iou_matrix, order_by_score, remove_small_boxes, BoxCoder};
+use super::conv::{Conv2d, ConvConfig};
 use super::losses::{bce_with_logits, smooth_l1};
 
 /// Thresholds and counts of proposal generation and RPN training
@@ -69,7 +70,9 @@ fn conv(vb: VarBuilder, in_c: usize, out_c: usize, k: usize) -> Result<Conv2d> {
     // torchvision initialises the RPN head with N(0, 0.01) weights and zero bias
     let weight = vb.get_with_hints((out_c, in_c, k, k), "weight", Init::Randn { mean: 0.0, stdev: 0.01 })?;
     let bias = vb.get_with_hints(out_c, "bias", Init::Const(0.0))?;
-    Ok(Conv2d::new(weight, Some(bias), Conv2dConfig { padding: k / 2, ..Default::default() }))
+    // our im2col convolution: candle's own conv2d backward (conv_transpose2d) is
+    // several times slower on the CPU, and the head runs on every level
+    Ok(Conv2d::new(weight, Some(bias), ConvConfig::same(k, 1, 1, true)))
 }
 
 /// Head outputs of all levels, flattened in anchor order (per level, per
