@@ -65,8 +65,9 @@ pub struct LungLesionsSettings {
 }
 
 /// The classical lung-field mask: air below a threshold, not connected to
-/// the image border, components of a minimum area, dilated by a margin
-/// (lesions at the pleura are dense, so they are not air), holes filled.
+/// the image border, components of a minimum area, each with its holes
+/// filled (dense lesions inside a lung), dilated by a margin (lesions at the
+/// pleura are dense, so they are not air).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LungFieldSettings {
@@ -298,15 +299,37 @@ pub fn lung_field(hu: &[f32], rows: usize, cols: usize, spacing: [f64; 2], s: &L
     let mut keep = vec![false; inner.len()];
     for (_, members) in components([cols, rows, 1], |p| inner[p].then_some(())) {
         if members.len() >= min_pixels {
-            members.iter().for_each(|&p| keep[p] = true);
+            fill_component(&mut keep, &members, rows, cols);
         }
     }
+    // Holes are filled per lung, before the margin: filled after it, the two
+    // grown lungs meet in front of and behind the mediastinum and the heart
+    // and great vessels became a "hole" of the field.
     let r = (s.margin_mm / spacing[0].min(spacing[1])).round() as usize;
-    let grown = dilate(&keep, rows, cols, r);
-    // fill holes: whatever the border cannot reach through non-field pixels
-    let free: Vec<bool> = grown.iter().map(|&g| !g).collect();
-    let out = reachable_from_border(&free, rows, cols);
-    out.iter().map(|&o| !o).collect()
+    dilate(&keep, rows, cols, r)
+}
+
+/// Sets the pixels of one component and of its holes (what the border of
+/// the component's bounding box cannot reach through non-members).
+fn fill_component(mask: &mut [bool], members: &[usize], rows: usize, cols: usize) {
+    let (mut r0, mut c0, mut r1, mut c1) = (rows, cols, 0, 0);
+    for &p in members {
+        let (r, c) = (p / cols, p % cols);
+        (r0, c0, r1, c1) = (r0.min(r), c0.min(c), r1.max(r), c1.max(c));
+    }
+    // one pixel of room around the box so the outside is connected
+    let (r0, c0, r1, c1) = (r0.saturating_sub(1), c0.saturating_sub(1), (r1 + 1).min(rows - 1), (c1 + 1).min(cols - 1));
+    let (h, w) = (r1 - r0 + 1, c1 - c0 + 1);
+    let mut open = vec![true; h * w];
+    for &p in members {
+        open[(p / cols - r0) * w + (p % cols - c0)] = false;
+    }
+    let outside = reachable_from_border(&open, h, w);
+    for (q, &o) in outside.iter().enumerate() {
+        if !o {
+            mask[(r0 + q / w) * cols + c0 + q % w] = true;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -881,6 +904,33 @@ mod tests {
         assert!(f[9 * cols + 5], "margin of 1 mm");
         assert!(!f[8 * cols + 5] && !f[2 * cols + 2] && !f[20 * cols + 19]);
         assert!(!f[32 * cols + 20], "small air pockets are not lung");
+    }
+
+    #[test]
+    fn lung_field_leaves_out_the_mediastinum_between_the_lungs() {
+        // 60 x 60 slice at 1 mm: two C-shaped lungs whose arms come within
+        // 4 mm of each other in front of and behind a soft-tissue mediastinum
+        // (the anterior and posterior junction lines); a 3 mm margin joins
+        // the grown lungs around it, but it is no hole of either lung
+        let (rows, cols) = (60, 60);
+        let mut hu = vec![-1000f32; rows * cols];
+        for r in 5..55 {
+            for c in 3..57 {
+                hu[r * cols + c] = 40.0;
+            }
+        }
+        for r in 10..50 {
+            let arm = !(14..46).contains(&r);
+            let (left, right) = if arm { (8..28, 32..52) } else { (8..18, 42..52) };
+            for c in left.chain(right) {
+                hu[r * cols + c] = -850.0;
+            }
+        }
+        let s = LungFieldSettings { air_threshold_hu: -320.0, min_component_mm2: 10.0, margin_mm: 3.0 };
+        let f = lung_field(&hu, rows, cols, [1.0, 1.0], &s);
+        assert!(f[12 * cols + 30], "the 4 mm gap at the junction is within both margins");
+        assert!(f[30 * cols + 20] && f[30 * cols + 40], "the margin");
+        assert!(!f[30 * cols + 30] && !f[30 * cols + 22] && !f[20 * cols + 30], "the mediastinum is not lung");
     }
 
     #[test]
