@@ -312,14 +312,8 @@ pub fn lung_field(hu: &[f32], rows: usize, cols: usize, spacing: [f64; 2], s: &L
 /// Sets the pixels of one component and of its holes (what the border of
 /// the component's bounding box cannot reach through non-members).
 fn fill_component(mask: &mut [bool], members: &[usize], rows: usize, cols: usize) {
-    let (mut r0, mut c0, mut r1, mut c1) = (rows, cols, 0, 0);
-    for &p in members {
-        let (r, c) = (p / cols, p % cols);
-        (r0, c0, r1, c1) = (r0.min(r), c0.min(c), r1.max(r), c1.max(c));
-    }
     // one pixel of room around the box so the outside is connected
-    let (r0, c0, r1, c1) = (r0.saturating_sub(1), c0.saturating_sub(1), (r1 + 1).min(rows - 1), (c1 + 1).min(cols - 1));
-    let (h, w) = (r1 - r0 + 1, c1 - c0 + 1);
+    let Some([c0, r0, w, h]) = pixels_box(members.iter().copied(), rows, cols, 1) else { return };
     let mut open = vec![true; h * w];
     for &p in members {
         open[(p / cols - r0) * w + (p % cols - c0)] = false;
@@ -419,8 +413,13 @@ impl SliceView {
 /// Bounding box (first column, first row, width, height) of a mask, grown
 /// by `margin` pixels and clipped to the slice.
 fn bounding_box(mask: &[bool], rows: usize, cols: usize, margin: usize) -> Option<[usize; 4]> {
+    pixels_box(mask.iter().enumerate().filter(|(_, &m)| m).map(|(p, _)| p), rows, cols, margin)
+}
+
+/// Bounding box, as [`bounding_box`], of pixels given by index.
+fn pixels_box(pixels: impl IntoIterator<Item = usize>, rows: usize, cols: usize, margin: usize) -> Option<[usize; 4]> {
     let mut b = [usize::MAX, usize::MAX, 0, 0];
-    for (p, _) in mask.iter().enumerate().filter(|(_, &m)| m) {
+    for p in pixels {
         let (r, c) = (p / cols, p % cols);
         b = [b[0].min(c), b[1].min(r), b[2].max(c), b[3].max(r)];
     }
@@ -868,35 +867,25 @@ mod tests {
         assert_eq!(labels.iter().filter(|&&v| v > 0).count(), 15);
     }
 
+    /// Sets a rectangle of a slice `cols` wide to `v`.
+    fn paint(hu: &mut [f32], cols: usize, rows: std::ops::Range<usize>, columns: std::ops::Range<usize>, v: f32) {
+        for r in rows {
+            hu[r * cols + columns.start..r * cols + columns.end].fill(v);
+        }
+    }
+
     #[test]
     fn lung_field_finds_enclosed_air_and_fills_holes() {
         // 40 x 40 slice at 1 mm: body (0 HU) with two air lungs (-800), one
         // holding a dense lesion (0 HU), outside air (-1000) around the body
         let (rows, cols) = (40, 40);
         let mut hu = vec![-1000f32; rows * cols];
-        for r in 5..35 {
-            for c in 3..37 {
-                hu[r * cols + c] = 0.0;
-            }
-        }
-        for r in 10..30 {
-            for c in 6..17 {
-                hu[r * cols + c] = -800.0;
-            }
-            for c in 22..33 {
-                hu[r * cols + c] = -800.0;
-            }
-        }
-        for r in 18..22 {
-            for c in 10..13 {
-                hu[r * cols + c] = 0.0;
-            }
-        }
+        paint(&mut hu, cols, 5..35, 3..37, 0.0);
+        paint(&mut hu, cols, 10..30, 6..17, -800.0);
+        paint(&mut hu, cols, 10..30, 22..33, -800.0);
+        paint(&mut hu, cols, 18..22, 10..13, 0.0);
         // a small gas bubble (4 mm²) below the minimum area
-        hu[32 * cols + 20] = -900.0;
-        hu[32 * cols + 21] = -900.0;
-        hu[33 * cols + 20] = -900.0;
-        hu[33 * cols + 21] = -900.0;
+        paint(&mut hu, cols, 32..34, 20..22, -900.0);
         let s = LungFieldSettings { air_threshold_hu: -320.0, min_component_mm2: 10.0, margin_mm: 1.0 };
         let f = lung_field(&hu, rows, cols, [1.0, 1.0], &s);
         assert!(f[20 * cols + 11], "the lesion inside the lung is filled in");
@@ -914,17 +903,11 @@ mod tests {
         // the grown lungs around it, but it is no hole of either lung
         let (rows, cols) = (60, 60);
         let mut hu = vec![-1000f32; rows * cols];
-        for r in 5..55 {
-            for c in 3..57 {
-                hu[r * cols + c] = 40.0;
-            }
-        }
-        for r in 10..50 {
-            let arm = !(14..46).contains(&r);
-            let (left, right) = if arm { (8..28, 32..52) } else { (8..18, 42..52) };
-            for c in left.chain(right) {
-                hu[r * cols + c] = -850.0;
-            }
+        paint(&mut hu, cols, 5..55, 3..57, 40.0);
+        for (lung, arm) in [(8..18, 8..28), (42..52, 32..52)] {
+            paint(&mut hu, cols, 10..50, lung, -850.0);
+            paint(&mut hu, cols, 10..14, arm.clone(), -850.0);
+            paint(&mut hu, cols, 46..50, arm, -850.0);
         }
         let s = LungFieldSettings { air_threshold_hu: -320.0, min_component_mm2: 10.0, margin_mm: 3.0 };
         let f = lung_field(&hu, rows, cols, [1.0, 1.0], &s);
