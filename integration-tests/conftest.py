@@ -537,10 +537,14 @@ class Orthanc:
             "DicomModalities": modalities,
             "StrictAetComparison": True,
             "SaveJobs": False,
+            # Orthanc closes idle keep-alive connections; a reused one made a POST fail with
+            # RemoteDisconnected. No keep-alive on either side.
+            "KeepAlive": False,
         }
         self.config_path.write_text(json.dumps(self.config, indent=2))
         self.http = requests.Session()
         self.http.trust_env = False  # never go through a proxy for loopback
+        self.http.headers["Connection"] = "close"
         self.proc: subprocess.Popen | None = None
         self._logf = None
 

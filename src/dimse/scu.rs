@@ -267,6 +267,7 @@ impl Association {
 /// Re-encodes a file's data set into an uncompressed transfer syntax for a
 /// peer that refused the file's own; compressed pixel data is decoded.
 async fn reencode(path: &Path, from: &str, to: &str) -> Result<Vec<u8>, ScuError> {
+    use crate::imaging::decode;
     use dicom_pixeldata::Transcode;
     use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
     let p = path.to_path_buf();
@@ -275,7 +276,15 @@ async fn reencode(path: &Path, from: &str, to: &str) -> Result<Vec<u8>, ScuError
         let err = |reason: String| ScuError::Encode { path: p.display().to_string(), reason };
         let ts = TransferSyntaxRegistry.get(&to).ok_or_else(|| err(format!("unknown transfer syntax {to}")))?;
         let mut obj = dicom_object::open_file(&p).map_err(|e| err(e.to_string()))?;
-        obj.transcode(ts).map_err(|e| err(format!("cannot transcode {from} to {to}: {e}")))?;
+        if decode::is_jpeg_ls(&from) && !cfg!(feature = "charls") {
+            // no JPEG-LS codec in dicom-pixeldata without CharLS: our decoder gives the native samples
+            if ts.is_encapsulated_pixel_data() {
+                return Err(err(format!("cannot transcode {from} to {to} (compressed): {}", decode::CHARLS_HINT)));
+            }
+            decode::decompress_jpeg_ls(&mut obj).map_err(|e| err(format!("cannot transcode {from} to {to}: {e}")))?;
+        } else {
+            obj.transcode(ts).map_err(|e| err(format!("cannot transcode {from} to {to}: {e}")))?;
+        }
         let mut out = Vec::new();
         obj.write_dataset_with_ts(&mut out, ts).map_err(|e| err(e.to_string()))?;
         Ok(out)

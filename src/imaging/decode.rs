@@ -1,7 +1,9 @@
 //! Decode a stored instance to f32 samples in modality units.
 //!
 //! Compressed transfer syntaxes go through `dicom-pixeldata` (its codecs:
-//! JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000, RLE); native pixel
+//! JPEG baseline/extended/lossless, JPEG 2000, RLE; JPEG-LS with the `charls`
+//! feature); without CharLS, grey-scale JPEG-LS goes through pure_jpegls and
+//! colour JPEG-LS is an [`ImagingError::CodecNotBuilt`]; native pixel
 //! data is read here. Everything after the codec is ours, so that it is the
 //! same for every transfer syntax:
 //!
@@ -27,7 +29,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use dicom_core::value::{PrimitiveValue, Value};
-use dicom_core::Tag;
+use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::transfer_syntax::Endianness;
 use dicom_object::DefaultDicomObject;
@@ -130,6 +132,34 @@ pub fn decode_object(obj: &DefaultDicomObject, color: ColorMode) -> Result<Decod
 
     let (bytes, photometric) = native_bytes(obj, &fmt, &uid, &ts_uid)?;
     convert(obj, &fmt, &uid, &bytes, &photometric, color)
+}
+
+/// Replaces encapsulated JPEG-LS Pixel Data by its native samples (OB for 8
+/// bits, OW for 16), so that the object can be written in an uncompressed
+/// transfer syntax: the transcoding fallback of a build without CharLS, whose
+/// dicom-pixeldata has no JPEG-LS codec to transcode with.
+pub fn decompress_jpeg_ls(obj: &mut DefaultDicomObject) -> Result<()> {
+    let uid = attrs::sop_instance_uid(obj);
+    let fmt = PixelFormat::read(obj, &uid)?;
+    let ts_uid = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    if !is_jpeg_ls(&ts_uid) {
+        return Err(ImagingError::UnsupportedPixelData { sop_instance_uid: uid, reason: format!("transfer syntax {ts_uid} is not JPEG-LS") });
+    }
+    if obj.get(tags::PIXEL_DATA).is_none() {
+        return Err(ImagingError::MissingAttribute { sop_instance_uid: uid, attribute: "PixelData (7FE0,0010)" });
+    }
+    let mut bytes = native_bytes(obj, &fmt, &uid, &ts_uid)?.0.into_owned();
+    let elem = if fmt.bits_allocated == 8 {
+        if bytes.len() % 2 == 1 {
+            bytes.push(0);
+        }
+        DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(bytes.into()))
+    } else {
+        let words: Vec<u16> = bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+        DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(words.into()))
+    };
+    obj.put(elem);
+    Ok(())
 }
 
 /// The Image Pixel module attributes we need.
@@ -245,6 +275,9 @@ fn native_bytes<'a>(obj: &'a DefaultDicomObject, fmt: &PixelFormat, uid: &str, t
                 let data: Vec<u8> = seq.fragments().iter().flatten().copied().collect();
                 return Ok((Cow::Owned(data), fmt.photometric.clone()));
             }
+            if is_jpeg_ls(ts_uid) && !cfg!(feature = "charls") {
+                return decode_jpeg_ls(seq.fragments(), fmt, uid, &ts_name).map(|data| (Cow::Owned(data), fmt.photometric.clone()));
+            }
             if !ts.can_decode_all() {
                 return Err(unsupported(format!("no decoder for transfer syntax {ts_name}")));
             }
@@ -284,6 +317,64 @@ fn native_bytes<'a>(obj: &'a DefaultDicomObject, fmt: &PixelFormat, uid: &str, t
             Err(ImagingError::InvalidAttribute { sop_instance_uid: uid.to_string(), attribute: "PixelData (7FE0,0010)", reason: "is a sequence".into() })
         }
     }
+}
+
+/// JPEG-LS Lossless / Near-Lossless (PS3.5 A.4.3).
+pub(crate) fn is_jpeg_ls(ts_uid: &str) -> bool {
+    matches!(ts_uid, "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81")
+}
+
+/// JPEG-LS without CharLS: pure_jpegls decodes one component per frame (the
+/// grey-scale images analyses read). Colour JPEG-LS needs the `charls` build,
+/// and the error says so.
+fn decode_jpeg_ls(fragments: &[Vec<u8>], fmt: &PixelFormat, uid: &str, ts_name: &str) -> Result<Vec<u8>> {
+    if fmt.samples != 1 {
+        return Err(ImagingError::CodecNotBuilt {
+            sop_instance_uid: uid.to_string(),
+            what: format!("{ts_name} with {} samples per pixel", fmt.samples),
+            enable: CHARLS_HINT,
+        });
+    }
+    let failed = |reason: String| ImagingError::Decode { sop_instance_uid: uid.to_string(), transfer_syntax: ts_name.to_string(), reason };
+    if fmt.bits_allocated != 8 && fmt.bits_allocated != 16 {
+        return Err(failed(format!("Bits Allocated {} (JPEG-LS is decoded into 8 or 16 bits)", fmt.bits_allocated)));
+    }
+    let streams = frame_streams(fragments, fmt.frames).map_err(failed)?;
+    let mut out = Vec::with_capacity(fmt.frames * fmt.pixels() * fmt.bits_allocated / 8);
+    for (i, stream) in streams.iter().enumerate() {
+        // the decoder's sample arithmetic is not hardened against every hostile header
+        let decoded = std::panic::catch_unwind(|| jpegls::decode(stream, fmt.cols as u32, fmt.rows as u32))
+            .map_err(|_| failed(format!("frame {}: the JPEG-LS decoder gave up on a malformed stream", i + 1)))?
+            .map_err(|e| failed(format!("frame {}: {e}", i + 1)))?;
+        let samples = decoded.0;
+        if samples.len() != fmt.pixels() {
+            return Err(failed(format!("frame {}: {} samples for {} x {} pixels", i + 1, samples.len(), fmt.rows, fmt.cols)));
+        }
+        if fmt.bits_allocated == 8 {
+            out.extend(samples.iter().map(|&v| v as u8));
+        } else {
+            out.extend(samples.iter().flat_map(|v| v.to_le_bytes()));
+        }
+    }
+    Ok(out)
+}
+
+/// How to get CharLS into the build (colour JPEG-LS, JPEG-LS transcoding).
+pub(crate) const CHARLS_HINT: &str = "rebuild with `cargo build --release --features charls` (needs cmake and a C++ compiler)";
+
+/// One JPEG / JPEG-LS code stream per frame: one fragment each, or frames
+/// spread over fragments, found by their start-of-image markers (FF D8
+/// cannot occur inside entropy-coded data).
+fn frame_streams(fragments: &[Vec<u8>], frames: usize) -> std::result::Result<Vec<Cow<'_, [u8]>>, String> {
+    if fragments.len() == frames {
+        return Ok(fragments.iter().map(|f| Cow::Borrowed(f.as_slice())).collect());
+    }
+    let all: Vec<u8> = fragments.iter().flatten().copied().collect();
+    let starts: Vec<usize> = all.windows(2).enumerate().filter(|(_, w)| w == &[0xFF, 0xD8]).map(|(i, _)| i).collect();
+    if starts.len() < frames {
+        return Err(format!("{} start-of-image markers in {} fragments for {frames} frames", starts.len(), fragments.len()));
+    }
+    Ok((0..frames).map(|i| Cow::Owned(all[starts[i]..starts.get(i + 1).copied().unwrap_or(all.len())].to_vec())).collect())
 }
 
 /// RLE Lossless (PS3.5 Annex G), one fragment per frame: one segment per
@@ -350,35 +441,12 @@ fn decode_rle(fragments: &[Vec<u8>], fmt: &PixelFormat) -> std::result::Result<V
 /// says the components are RGB; jpeg-decoder would otherwise convert from
 /// YCbCr when no Adobe marker says not to).
 fn decode_jpeg_rgb(fragments: &[Vec<u8>], frames: usize) -> std::result::Result<Vec<u8>, String> {
-    let decode_one = |bytes: &[u8], out: &mut Vec<u8>| -> std::result::Result<usize, String> {
-        let mut cursor = std::io::Cursor::new(bytes);
-        let mut dec = jpeg_decoder::Decoder::new(&mut cursor);
+    let mut out = Vec::new();
+    for (i, stream) in frame_streams(fragments, frames)?.iter().enumerate() {
+        let mut dec = jpeg_decoder::Decoder::new(std::io::Cursor::new(&stream[..]));
         // `RGB` interleaves the components as they are (`None` in jpeg-decoder 0.3 emits them planar)
         dec.set_color_transform(jpeg_decoder::ColorTransform::RGB);
-        let px = dec.decode().map_err(|e| e.to_string())?;
-        out.extend_from_slice(&px);
-        Ok(cursor.position() as usize)
-    };
-    let mut out = Vec::new();
-    if fragments.len() == frames {
-        for (i, f) in fragments.iter().enumerate() {
-            decode_one(f, &mut out).map_err(|e| format!("frame {}: {e}", i + 1))?;
-        }
-        return Ok(out);
-    }
-    // frames spread over fragments: decode them one after the other
-    let all: Vec<u8> = fragments.iter().flatten().copied().collect();
-    let mut pos = 0usize;
-    for i in 0..frames {
-        // next start of image
-        while pos + 1 < all.len() && !(all[pos] == 0xFF && all[pos + 1] == 0xD8) {
-            pos += 1;
-        }
-        if pos + 1 >= all.len() {
-            return Err(format!("frame {}: no JPEG start of image", i + 1));
-        }
-        let used = decode_one(&all[pos..], &mut out).map_err(|e| format!("frame {}: {e}", i + 1))?;
-        pos += used.max(2);
+        out.extend_from_slice(&dec.decode().map_err(|e| format!("frame {}: {e}", i + 1))?);
     }
     Ok(out)
 }

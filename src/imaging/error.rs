@@ -19,6 +19,10 @@ pub enum ImagingError {
     #[error("instance {sop_instance_uid}: unsupported pixel data: {reason}")]
     UnsupportedPixelData { sop_instance_uid: String, reason: String },
 
+    /// Pixel data whose codec is an optional part of the build, left out of this one.
+    #[error("instance {sop_instance_uid}: {what} is not decodable by this build: {enable}")]
+    CodecNotBuilt { sop_instance_uid: String, what: String, enable: &'static str },
+
     /// A codec failed on the data (corrupt or a variant the codec cannot do).
     #[error("instance {sop_instance_uid}: cannot decode pixel data ({transfer_syntax}): {reason}")]
     Decode { sop_instance_uid: String, transfer_syntax: String, reason: String },

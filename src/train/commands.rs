@@ -13,7 +13,8 @@ use serde_json::json;
 
 use super::checkpoint::RunDir;
 use super::metrics::Metrics;
-use super::registry::{Registry, TaskOptions};
+use super::registry::Registry;
+use super::task::TaskOptions;
 use super::task::{EvalSplit, TrainTask};
 use super::trainer::{self, RunOptions, TrainSummary};
 use crate::models::device::{device_name, DeviceSpec};

@@ -2,26 +2,9 @@
 //! of the model's `TrainTask` (its network, built from config, and its data).
 //! The model issues add their entries to `Registry::builtin`.
 
-use std::path::PathBuf;
-
 use anyhow::bail;
-use candle_core::Device;
-use serde_json::Value;
 
-use super::task::TrainTask;
-
-/// What a constructor gets from the command line.
-#[derive(Debug, Clone)]
-pub struct TaskOptions {
-    /// The dataset folder (`--data`).
-    pub data_dir: PathBuf,
-    pub device: Device,
-    /// Seeds the validation carve-out and the initial weights.
-    pub seed: u64,
-    /// Architecture config overriding the model's default: from `--config`
-    /// for training, from the weights' `NAME.json` for evaluation.
-    pub architecture: Option<Value>,
-}
+use super::task::{TaskOptions, TrainTask};
 
 pub type BuildTask = fn(&TaskOptions) -> anyhow::Result<Box<dyn TrainTask>>;
 

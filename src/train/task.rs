@@ -11,15 +11,84 @@
 //! CE + Dice; each reports its parts for the log through `StepLoss`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
-use candle_core::Tensor;
+use anyhow::bail;
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::metrics::Metrics;
-use super::trainer::TrainConfig;
+use super::optim::{AdamWConfig, ScheduleConfig};
+
+/// What a constructor gets from the command line.
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    /// The dataset folder (`--data`).
+    pub data_dir: PathBuf,
+    pub device: Device,
+    /// Seeds the validation carve-out and the initial weights.
+    pub seed: u64,
+    /// Architecture config overriding the model's default: from `--config`
+    /// for training, from the weights' `NAME.json` for evaluation.
+    pub architecture: Option<Value>,
+}
+
+/// The recipe of a training run: what a task proposes and `--config` overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    /// Nominal batch size: samples per optimiser step.
+    pub batch_size: usize,
+    /// Largest number of samples per forward pass; a batch is split into
+    /// micro-batches of this size whose gradients are accumulated (0 = the
+    /// whole batch at once).
+    pub micro_batch: usize,
+    /// Seeds the batch order and, through `StepContext`, the augmentations.
+    pub seed: u64,
+    pub optimizer: AdamWConfig,
+    pub schedule: ScheduleConfig,
+    /// Clip gradients to this global L2 norm (None = no clipping).
+    pub max_grad_norm: Option<f64>,
+    /// Drop the last batch of an epoch when it is smaller than `batch_size`.
+    pub drop_last: bool,
+    /// Validate every N epochs (and always after the last one).
+    pub validate_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 50,
+            batch_size: 8,
+            micro_batch: 0,
+            seed: 0,
+            optimizer: AdamWConfig::default(),
+            schedule: ScheduleConfig::default(),
+            // a guard against a blow-up, not a tuning knob
+            max_grad_norm: Some(10.0),
+            drop_last: false,
+            validate_every: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 || self.validate_every == 0 {
+            bail!("train config: epochs, batch_size and validate_every must be at least 1 (got {}, {}, {})", self.epochs, self.batch_size, self.validate_every);
+        }
+        if let Some(n) = self.max_grad_norm {
+            if !(n > 0.0) {
+                bail!("train config: max_grad_norm must be > 0 (got {n})");
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Which part of the data an evaluation runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +215,7 @@ pub struct DataDescription {
 
 /// A model with its data, ready to be trained by `trainer::train` and
 /// evaluated by `ainode eval`. Built by a registry constructor
-/// (`registry::TaskOptions`).
+/// (`TaskOptions`).
 pub trait TrainTask {
     /// Registry name (`ainode train NAME`), also the weights' file name.
     fn name(&self) -> &str;

@@ -7,9 +7,7 @@ use candle_nn::{Conv2d, Conv2dConfig, Init, Module, VarBuilder, VarMap};
 use serde_json::{json, Value};
 
 use super::metrics::{Metrics, SegmentationConfig, SegmentationEval};
-use super::registry::TaskOptions;
-use super::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TrainTask};
-use super::trainer::TrainConfig;
+use super::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 use crate::models::blocks::losses::softmax_cross_entropy;
 
 const SIZE: usize = 8;

@@ -15,68 +15,14 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::DType;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::checkpoint::{BestRecord, CheckpointState, RunDir, CHECKPOINT_VERSION};
 use super::data::rng::{Purpose, Rng};
 use super::metrics::Metrics;
-use super::optim::{accumulate_grads, clip_grad_norm, global_grad_norm, named_vars, AdamW, AdamWConfig, LrSchedule, NamedGrads, ScheduleConfig};
-use super::task::{EvalSplit, StepContext, TrainTask};
+use super::optim::{accumulate_grads, clip_grad_norm, global_grad_norm, named_vars, AdamW, LrSchedule, NamedGrads};
+use super::task::{EvalSplit, StepContext, TrainConfig, TrainTask};
 use crate::models::weights::{compare_config, utc_timestamp};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    pub epochs: usize,
-    /// Nominal batch size: samples per optimiser step.
-    pub batch_size: usize,
-    /// Largest number of samples per forward pass; a batch is split into
-    /// micro-batches of this size whose gradients are accumulated (0 = the
-    /// whole batch at once).
-    pub micro_batch: usize,
-    /// Seeds the batch order and, through `StepContext`, the augmentations.
-    pub seed: u64,
-    pub optimizer: AdamWConfig,
-    pub schedule: ScheduleConfig,
-    /// Clip gradients to this global L2 norm (None = no clipping).
-    pub max_grad_norm: Option<f64>,
-    /// Drop the last batch of an epoch when it is smaller than `batch_size`.
-    pub drop_last: bool,
-    /// Validate every N epochs (and always after the last one).
-    pub validate_every: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            epochs: 50,
-            batch_size: 8,
-            micro_batch: 0,
-            seed: 0,
-            optimizer: AdamWConfig::default(),
-            schedule: ScheduleConfig::default(),
-            // a guard against a blow-up, not a tuning knob
-            max_grad_norm: Some(10.0),
-            drop_last: false,
-            validate_every: 1,
-        }
-    }
-}
-
-impl TrainConfig {
-    fn check(&self) -> anyhow::Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 || self.validate_every == 0 {
-            bail!("train config: epochs, batch_size and validate_every must be at least 1 (got {}, {}, {})", self.epochs, self.batch_size, self.validate_every);
-        }
-        if let Some(n) = self.max_grad_norm {
-            if !(n > 0.0) {
-                bail!("train config: max_grad_norm must be > 0 (got {n})");
-            }
-        }
-        Ok(())
-    }
-}
 
 /// How this invocation runs (not part of the recipe).
 #[derive(Debug, Clone, Default)]

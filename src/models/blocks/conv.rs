@@ -32,7 +32,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig) -
     let y = if super::im2col::supported(x, w) {
         // CPU: im2col + gemm, with its own backward (blocks/im2col.rs)
         let (x, w) = (x.contiguous()?, w.contiguous()?);
-        let op = super::im2col::Im2ColConv2d(*cfg);
+        let op =
+            super::im2col::Im2ColConv2d(super::im2col::KernelParams { kernel: cfg.kernel, stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation });
         if x.track_op() || w.track_op() {
             x.apply_op2(&w, op)?
         } else {

@@ -12,10 +12,17 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
 
-use super::conv::ConvConfig;
-
 /// Floats per column block: bounds the unfolded buffer (kc · rows · width).
 const MAX_BLOCK_FLOATS: usize = 1 << 22;
+
+/// A square kernel's size, stride, padding and dilation (bias is added by the caller).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelParams {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+}
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +39,7 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn new(c: usize, h: usize, w: usize, cfg: &ConvConfig) -> Result<Geometry> {
+    fn new(c: usize, h: usize, w: usize, cfg: &KernelParams) -> Result<Geometry> {
         let (k, s, d, p) = (cfg.kernel, cfg.stride, cfg.dilation, cfg.padding);
         let span = d * (k - 1) + 1;
         if h + 2 * p < span || w + 2 * p < span {
@@ -127,7 +134,7 @@ impl Geometry {
 
 /// conv2d without bias of x (N, C, H, W) with w (O, C, k, k): apply with
 /// `x.apply_op2(&w, Im2ColConv2d(cfg))` (trainable) or `apply_op2_no_bwd`.
-pub struct Im2ColConv2d(pub ConvConfig);
+pub struct Im2ColConv2d(pub KernelParams);
 
 fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()

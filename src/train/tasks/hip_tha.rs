@@ -23,9 +23,7 @@ use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, Ris
 use crate::synth::hip_tha::HipCase;
 use crate::train::data::rng::Rng;
 use crate::train::metrics::{LandmarkConfig, LandmarkEval, Metrics, ParameterEval};
-use crate::train::registry::TaskOptions;
-use crate::train::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TrainTask};
-use crate::train::trainer::TrainConfig;
+use crate::train::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
 /// Architecture and pre-processing, stored in `hip-tha.json`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -26,9 +26,7 @@ use crate::train::data::preprocess::{letterbox, Transform2d};
 use crate::train::data::sample::Sample;
 use crate::train::data::split::{Split, ValidationCarveOut};
 use crate::train::metrics::{self, DetectionEval, GroundTruth, Metrics, SegmentationConfig, SegmentationEval};
-use crate::train::registry::TaskOptions;
-use crate::train::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TrainTask};
-use crate::train::trainer::TrainConfig;
+use crate::train::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
 /// Architecture, pre-processing and training data settings, stored in `lung-lesions.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
