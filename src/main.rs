@@ -7,11 +7,12 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use ainode::config::Config;
+use ainode::dicom_uids as uids;
 use ainode::dimse::scu::{Association, ScuOptions};
-use ainode::dimse::{uids, RemoteAe};
-use ainode::jobs::JobQueue;
+use ainode::dimse::RemoteAe;
 use ainode::models::device::DeviceSpec;
 use ainode::models::weights::StorageDtype;
+use ainode::node::jobs::JobQueue;
 use ainode::spool::{Index, StoredInstance};
 use ainode::train::commands::{self as train_cmd, EvalCommand, TrainCommand};
 use ainode::train::registry::Registry;
@@ -420,7 +421,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(d) = device {
                 cfg.pipelines.device = d.to_string();
             }
-            let run = ainode::analyze::run_offline(&cfg, &pipeline, &input, &output, label_maps.as_deref())?;
+            let run = ainode::node::analyze::run_offline(&cfg, &pipeline, &input, &output, label_maps.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&run.summary)?);
             for w in &run.written {
                 eprintln!("wrote {} (SOP Class {}, SOP Instance {}): {}", w.path.display(), w.sop_class_uid, w.sop_instance_uid, w.detail);
@@ -546,7 +547,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn scu_opts(cfg: Config, calling_ae: Option<String>) -> ScuOptions {
-    let mut o = ainode::export::scu_options(&cfg);
+    let mut o = ainode::node::export::scu_options(&cfg);
     if let Some(ae) = calling_ae {
         o.calling_ae = ae;
     }
@@ -589,7 +590,7 @@ fn send(target: &RemoteAe, opts: &ScuOptions, paths: &[PathBuf], batch: usize) -
         bail!("no DICOM Part 10 files found ({skipped} other files skipped)");
     }
     let t = Instant::now();
-    let report = runtime()?.block_on(ainode::export::send_instances(target, opts, &items, batch, |_, _| {}));
+    let report = runtime()?.block_on(ainode::node::export::send_instances(target, opts, &items, batch, |_, _| {}));
     let secs = t.elapsed().as_secs_f64();
     let report = report.map_err(|e| anyhow::anyhow!("sending to {target}: {e}"))?;
     println!(

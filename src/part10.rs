@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::dimse::uids::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
+use crate::dicom_uids::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileMeta {
@@ -170,11 +170,11 @@ pub fn check_structure(path: &Path, dataset_offset: u64, ts: &str) -> Result<(),
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     f.seek(SeekFrom::Start(dataset_offset)).map_err(|e| e.to_string())?;
     let (explicit, big) = match ts {
-        crate::dimse::uids::IMPLICIT_VR_LE => (false, false),
-        crate::dimse::uids::EXPLICIT_VR_BE => (true, true),
+        crate::dicom_uids::IMPLICIT_VR_LE => (false, false),
+        crate::dicom_uids::EXPLICIT_VR_BE => (true, true),
         _ => (true, false),
     };
-    if ts == crate::dimse::uids::DEFLATED_EXPLICIT_VR_LE {
+    if ts == crate::dicom_uids::DEFLATED_EXPLICIT_VR_LE {
         let mut r = Walker { r: flate2::read::DeflateDecoder::new(BufReader::new(f)), explicit, big, pos: 0, end: None };
         return r.elements(None).map(|_| ());
     }

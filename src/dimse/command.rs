@@ -166,7 +166,7 @@ impl Command {
 
     pub fn c_echo_rq(message_id: u16) -> Command {
         let mut c = Command::new(C_ECHO_RQ);
-        c.set_str(tag::AFFECTED_SOP_CLASS_UID, super::uids::VERIFICATION).set_u16(tag::MESSAGE_ID, message_id).set_u16(tag::DATA_SET_TYPE, NO_DATA_SET);
+        c.set_str(tag::AFFECTED_SOP_CLASS_UID, crate::dicom_uids::VERIFICATION).set_u16(tag::MESSAGE_ID, message_id).set_u16(tag::DATA_SET_TYPE, NO_DATA_SET);
         c
     }
 }

@@ -6,7 +6,6 @@ pub mod connection;
 pub mod scp;
 pub mod scu;
 pub mod status;
-pub mod uids;
 
 /// A remote application entity: `AE@HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]

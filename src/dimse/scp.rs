@@ -17,9 +17,9 @@ use tracing::{debug, error, info, warn, Instrument};
 use super::command::{self, tag, Command};
 use super::connection::{ConnError, Connection, Frame};
 use super::status;
-use super::uids;
 use crate::config::Config;
-use crate::http::Metrics;
+use crate::dicom_uids as uids;
+use crate::metrics::Metrics;
 use crate::spool::{IncomingInstance, Spool, StoreError, StoreOutcome};
 
 pub struct Scp {

@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 
 use super::command::{self, tag, Command};
 use super::connection::{max_fragment, ConnError, Connection, Frame};
-use super::uids;
 use super::RemoteAe;
+use crate::dicom_uids as uids;
 use crate::part10;
 
 #[derive(Debug, thiserror::Error)]

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use super::common::{write_part10, EncoderSettings, ResultContext};
 use super::dataset::get_str;
+use super::error::EncodeError;
 use super::gsps::{encode_presentation_state, GspsOptions};
 use super::sc::encode_sc;
 use super::seg::{encode_seg, SegOptions};
 use super::source::{grid_of, SourceInstance};
 use super::sr::{encode_sr, SrOptions};
-use super::{json, labelmap, EncodeError};
+use super::{json, labelmap};
 use crate::findings::{DerivedImage, LabelMap, Segmentation};
 
 /// What a command wrote.

@@ -11,10 +11,10 @@ use dicom_transfer_syntax_registry::TransferSyntaxIndex;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::dataset::{new_obj, put_empty, put_is, put_str, Obj};
+use super::error::EncodeError;
 use super::source::SourceInstance;
 use super::uids::{named_uid, UidGenerator};
-use super::EncodeError;
-use crate::dimse::uids::EXPLICIT_VR_LE;
+use crate::dicom_uids::EXPLICIT_VR_LE;
 
 /// The kinds of result object; each has its own series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use dicom_dictionary_std::tags;
 
 use super::common::{base_dataset, ResultContext, ResultKind};
 use super::dataset::*;
+use super::error::EncodeError;
 use super::seg::{validate_content_label, validate_lo};
 use super::source::SourceInstance;
-use super::EncodeError;
 use crate::findings::{Graphic, GraphicType, Overlay};
 
 pub const GRAYSCALE_SOFTCOPY_PRESENTATION_STATE: &str = "1.2.840.10008.5.1.4.1.1.11.1";

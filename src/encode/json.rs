@@ -8,9 +8,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::error::EncodeError;
 use super::seg::SEGMENTATION_STORAGE;
 use super::source::SourceInstance;
-use super::EncodeError;
 use crate::findings::*;
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, EncodeError> {

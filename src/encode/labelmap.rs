@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::EncodeError;
+use super::error::EncodeError;
 use crate::findings::{LabelMap, SourceGrid};
 
 /// A label volume: dims (i, j, k), values with i fastest, and the voxel to

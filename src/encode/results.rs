@@ -8,11 +8,11 @@ use std::path::Path;
 
 use super::commands::Written;
 use super::common::{write_part10, EncoderSettings, ResultContext};
+use super::error::EncodeError;
 use super::gsps::{encode_presentation_state, GspsOptions};
 use super::seg::{encode_seg, SegOptions};
 use super::source::open_all;
 use super::sr::{encode_sr, SrOptions};
-use super::EncodeError;
 use crate::pipelines::PipelineOutput;
 
 /// Writes every result object of `output` into `dir` as `SOPInstanceUID.dcm`

@@ -10,9 +10,9 @@ use dicom_dictionary_std::tags;
 
 use super::common::{base_dataset, ResultContext, ResultKind};
 use super::dataset::*;
+use super::error::EncodeError;
 use super::seg::validate_lo;
 use super::source::SourceInstance;
-use super::EncodeError;
 use crate::findings::DerivedImage;
 
 pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";

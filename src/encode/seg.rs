@@ -16,8 +16,8 @@ use super::bits::BitPacker;
 use super::color::rgb_to_dicom_lab;
 use super::common::{base_dataset, ResultContext, ResultKind};
 use super::dataset::*;
+use super::error::EncodeError;
 use super::source::SourceInstance;
-use super::EncodeError;
 use crate::findings::{AlgorithmIdentity, AlgorithmType, Code, Segment, Segmentation};
 
 pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";

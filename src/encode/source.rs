@@ -12,7 +12,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 
 use super::dataset::{first_item, get_f64, get_f64s, get_items, get_str, get_u32, Obj};
-use super::EncodeError;
+use super::error::EncodeError;
 use crate::findings::{dot, GridFrame, SourceFrame, SourceGrid};
 
 /// One input instance: header attributes, read up to Pixel Data.

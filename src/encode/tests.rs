@@ -7,11 +7,11 @@ use dicom_dictionary_std::tags;
 
 use super::common::{EncoderSettings, ResultContext};
 use super::dataset::*;
+use super::error::EncodeError;
 use super::gsps::{encode_csps, encode_gsps, encode_presentation_state, GspsOptions, COLOR_SOFTCOPY_PRESENTATION_STATE};
 use super::seg::{encode_seg, SegOptions};
 use super::source::{grid_of, SourceInstance};
 use super::sr::{encode_sr, SrOptions, COMPREHENSIVE_3D_SR, COMPREHENSIVE_SR};
-use super::EncodeError;
 use crate::findings::*;
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";

@@ -8,7 +8,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::EncodeError;
+use super::error::EncodeError;
 
 /// Generates the UIDs of one result object.
 #[derive(Debug, Clone)]

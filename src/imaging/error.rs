@@ -27,6 +27,10 @@ pub enum ImagingError {
     #[error("instance {sop_instance_uid}: cannot decode pixel data ({transfer_syntax}): {reason}")]
     Decode { sop_instance_uid: String, transfer_syntax: String, reason: String },
 
+    /// An array whose values do not fit its shape, or parameters that do not fit the array.
+    #[error("{0}")]
+    InvalidArray(String),
+
     #[error("no image files given")]
     EmptySeries,
 

@@ -7,18 +7,26 @@
 //!   LPS, sorted along the slice normal, with gantry tilt, missing slices
 //!   and uneven spacing detected (refused or resampled by policy);
 //! - [`resample`]: trilinear / cubic B-spline / nearest resampling in
-//!   physical space, windowing, cropping to the body.
+//!   physical space, windowing, cropping to the body;
+//! - [`array`], [`separable`], [`intensity`]: the network side: dense
+//!   `Image` / `LabelMap` arrays, separable index-space resampling (resize,
+//!   zoom, letterbox, blur) and intensity steps (z-score, percentile clip,
+//!   CLAHE), shared by pipelines, models and training.
 
+pub mod array;
 mod attrs;
 pub mod components;
 pub mod decode;
 pub mod error;
 pub mod geometry;
+pub mod intensity;
 pub mod nifti;
 pub mod resample;
+pub mod separable;
 pub mod synth;
 pub mod volume;
 
+pub use array::{Image, LabelMap};
 pub use decode::{decode_file, decode_object, ColorMode, DecodedImage, Rescale};
 pub use error::ImagingError;
 pub use geometry::{frame_plane, pixel_spacing, pixel_spacing_at, FramePlane, Spacing2D, SpacingSource, UltrasoundRegion};

@@ -13,8 +13,8 @@ use super::blocks::boxes::{boxes_tensor, Annotations, BoxCoder};
 use super::blocks::norm::softmax;
 use super::blocks::ssd_loss::{multibox_loss, MultiboxConfig, MultiboxLoss};
 use super::blocks::vgg::{MultiboxHead, VggSsd, VggSsdConfig};
-use crate::train::data::resample::AxisMap;
-use crate::train::data::sample::Image;
+use crate::imaging::separable::AxisMap;
+use crate::imaging::Image;
 
 /// Everything that fixes the network's shape and its outputs' meaning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,12 +36,16 @@ pub struct HipSsdConfig {
     pub min_score: f64,
 }
 
+/// The ten keypoints of the source (a..j), one detection class each, in
+/// class order; `pipelines::hip_geometry` says what each one is.
+pub const POINT_NAMES: [&str; 10] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+
 impl Default for HipSsdConfig {
     fn default() -> Self {
         HipSsdConfig {
             input_size: 512,
             width_mult: 0.25,
-            points: crate::pipelines::hip_geometry::POINT_NAMES.iter().map(|s| s.to_string()).collect(),
+            points: POINT_NAMES.iter().map(|s| s.to_string()).collect(),
             keypoint_box: 36.0,
             iou_threshold: 0.5,
             neg_pos_ratio: 3.0,
@@ -227,8 +231,8 @@ impl HipInput {
 /// grey frame (rows x cols, modality values, MONOCHROME1 already inverted);
 /// `spacing` = [row_mm, col_mm].
 pub fn preprocess(pixels: &[f32], rows: usize, cols: usize, spacing: [f64; 2], cfg: &HipPreprocessConfig) -> anyhow::Result<HipInput> {
-    use crate::train::data::preprocess::{clahe, percentile_clip, ClaheConfig};
-    use crate::train::data::resample::{resample_image, Filter};
+    use crate::imaging::intensity::{clahe, percentile_clip, ClaheConfig};
+    use crate::imaging::separable::{resample_image, Filter};
     anyhow::ensure!(pixels.len() == rows * cols, "hip-tha preprocessing: {} values for a {rows} x {cols} image", pixels.len());
     anyhow::ensure!(spacing.iter().all(|s| s.is_finite() && *s > 0.0), "hip-tha preprocessing: pixel spacing {spacing:?} is not positive");
     let mut image = Image::new_2d(1, rows, cols, pixels.to_vec())?;

@@ -5,7 +5,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
 
-use crate::train::data::rng::{Purpose, Rng};
+use crate::rng::{Purpose, Rng};
 
 /// Tensors of rank >= 2 (conv / linear weights) get PyTorch's default
 /// Kaiming-uniform init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)); biases (`*.bias`

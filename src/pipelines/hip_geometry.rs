@@ -36,8 +36,8 @@ pub struct HipPoints {
     pub j: Option<P2>,
 }
 
-/// Point names in model-class order.
-pub const POINT_NAMES: [&str; 10] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+/// Point names in model-class order (the network's classes define them).
+pub use crate::models::hip_tha::POINT_NAMES;
 
 /// What each point is, for reports.
 pub const POINT_MEANINGS: [&str; 10] = [

@@ -19,7 +19,8 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::hip_geometry::{prosthesis_centre, HipParameters, HipPoints, HipRiskRules, HipRisks, Measured, Risk, P2, POINT_MEANINGS, POINT_NAMES};
-use super::{load_trained, read_weights_meta, PipelineOutput, Report};
+use super::report::{PipelineOutput, Report};
+use super::trained::{load_trained, read_weights_meta};
 use crate::findings::*;
 use crate::imaging::decode::{decode_object, open, ColorMode};
 use crate::imaging::geometry::{pixel_spacing, SpacingSource};

@@ -16,7 +16,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{load_trained, read_weights_meta, PipelineOutput, Report};
+use super::report::{PipelineOutput, Report};
+use super::trained::{load_trained, read_weights_meta};
 use crate::findings::*;
 use crate::imaging::components::components;
 use crate::imaging::volume::{group_by_series, load_series_with, SeriesOptions, Volume};

@@ -7,8 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::InstanceHeader;
-
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
@@ -80,6 +78,24 @@ CREATE TABLE IF NOT EXISTS deliveries (
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Header attributes the node indexes and routes on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceHeader {
+    pub sop_uid: String,
+    pub sop_class: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub transfer_syntax: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub study_description: String,
+    pub accession: String,
+    pub modality: String,
+    pub body_part: String,
+    pub series_description: String,
+    pub series_number: String,
 }
 
 #[derive(Clone)]
@@ -260,37 +276,6 @@ impl Index {
         tx.execute("DELETE FROM instances WHERE study_uid = ?1", [study_uid])?;
         tx.execute("DELETE FROM series WHERE study_uid = ?1", [study_uid])?;
         tx.execute("DELETE FROM studies WHERE study_uid = ?1", [study_uid])?;
-        tx.commit()
-    }
-
-    /// Records the result objects of an analyze job and queues a `results`
-    /// job per destination, then marks the analyze job done, all in one
-    /// transaction: a crash leaves either nothing (the job runs again and
-    /// rewrites the same files) or everything.
-    pub fn commit_results(&self, job: &crate::jobs::Job, results: &[StoredInstance], send_to: &[String]) -> rusqlite::Result<()> {
-        let now = now_ms();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for r in results {
-            tx.execute(
-                "INSERT OR REPLACE INTO results (sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path, job_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![r.sop_uid, r.sop_class, r.series_uid, r.study_uid, r.transfer_syntax, r.path, job.id, now],
-            )?;
-            // a re-run (new generation) replaces the objects: send them again
-            tx.execute("DELETE FROM deliveries WHERE sop_uid = ?1", [&r.sop_uid])?;
-        }
-        for peer in send_to {
-            tx.execute(
-                "INSERT OR IGNORE INTO jobs (kind, study_uid, rule, destination, pipeline, generation, state, next_attempt_at, created_at, updated_at)
-                 VALUES ('results', ?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
-                params![job.study_uid, job.rule, peer, job.pipeline, job.generation, now],
-            )?;
-        }
-        tx.execute(
-            "UPDATE jobs SET state = 'done', last_error = NULL, instances = ?2, updated_at = ?3 WHERE id = ?1",
-            params![job.id, results.len() as i64, now],
-        )?;
         tx.commit()
     }
 

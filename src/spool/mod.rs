@@ -13,28 +13,10 @@ use std::path::{Path, PathBuf};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
-pub use index::{now_ms, Index, StoredInstance, StudySummary};
+pub use index::{now_ms, Index, InstanceHeader, StoredInstance, StudySummary};
 
 use crate::config::DuplicatePolicy;
 use crate::part10;
-
-/// Header attributes the node indexes and routes on.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InstanceHeader {
-    pub sop_uid: String,
-    pub sop_class: String,
-    pub study_uid: String,
-    pub series_uid: String,
-    pub transfer_syntax: String,
-    pub patient_id: String,
-    pub patient_name: String,
-    pub study_description: String,
-    pub accession: String,
-    pub modality: String,
-    pub body_part: String,
-    pub series_description: String,
-    pub series_number: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::raster::{annular_sector, band, closed_spline, ellipse, open_spline, Canvas, P2};
 use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, HipRisks, POINT_NAMES};
-use crate::train::data::rng::{Purpose, Rng};
+use crate::rng::{Purpose, Rng};
 
 /// Generator settings; every range is inclusive and drawn uniformly.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -18,11 +18,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::checkpoint::{BestRecord, CheckpointState, RunDir, CHECKPOINT_VERSION};
-use super::data::rng::{Purpose, Rng};
 use super::metrics::Metrics;
 use super::optim::{accumulate_grads, clip_grad_norm, global_grad_norm, named_vars, AdamW, LrSchedule, NamedGrads};
 use super::task::{EvalSplit, StepContext, TrainConfig, TrainTask};
 use crate::models::weights::{compare_config, utc_timestamp};
+use crate::rng::{Purpose, Rng};
 
 /// How this invocation runs (not part of the recipe).
 #[derive(Debug, Clone, Default)]

@@ -19,7 +19,7 @@ use super::common::{base_dataset, ResultContext, ResultKind};
 use super::dataset::*;
 use super::seg::{validate_algorithm, validate_code, validate_lo, SEGMENTATION_STORAGE};
 use super::source::SourceInstance;
-use super::EncodeError;
+use crate::encode::error::EncodeError;
 use crate::findings::*;
 
 pub const COMPREHENSIVE_SR: &str = "1.2.840.10008.5.1.4.1.1.88.33";

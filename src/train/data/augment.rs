@@ -12,9 +12,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::Result;
-use super::resample::{apply_taps, gaussian_taps, resample_image, resample_labels, AxisMap, Filter, Taps};
-use super::rng::Rng;
 use super::sample::{Image, Sample};
+use crate::imaging::separable::{apply_taps, gaussian_taps, resample_image, resample_labels, AxisMap, Filter, Taps};
+use crate::rng::Rng;
 
 fn draw(rng: &mut Rng, r: (f64, f64)) -> f64 {
     rng.range(r.0, r.1)

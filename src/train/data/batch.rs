@@ -6,8 +6,8 @@ use candle_core::{DType, Device, Tensor};
 use super::augment::Pipeline;
 use super::datasets::Dataset;
 use super::error::{DataError, Result};
-use super::rng::{Purpose, Rng};
 use super::sample::Sample;
+use crate::rng::{Purpose, Rng};
 
 /// Tensors of one batch.
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::datasets::{read_image, Channels};
 use super::error::{DataError, Result};
-use super::rng::{Purpose, Rng};
 use crate::imaging::decode::{decode_file, ColorMode};
+use crate::rng::{Purpose, Rng};
 
 /// Which k to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,7 +69,7 @@ pub fn read_image(path: &Path, channels: Channels) -> Result<Image> {
     match channels {
         Channels::Grey => {
             let grey = rgb.chunks_exact(3).map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]).collect();
-            Image::new_2d(1, h, w, grey)
+            Ok(Image::new_2d(1, h, w, grey)?)
         }
         Channels::Rgb => {
             let mut planar = vec![0f32; 3 * n];
@@ -78,7 +78,7 @@ pub fn read_image(path: &Path, channels: Channels) -> Result<Image> {
                     planar[c * n + i] = p[c];
                 }
             }
-            Image::new_2d(3, h, w, planar)
+            Ok(Image::new_2d(3, h, w, planar)?)
         }
     }
 }
@@ -94,7 +94,7 @@ pub fn read_mask(path: &Path) -> Result<LabelMap> {
             return Err(DataError::file(path, format!("a label mask must be a single-channel grey image of class indices; this one is {:?}", other.color())))
         }
     };
-    LabelMap::new(1, [1, h, w], data)
+    Ok(LabelMap::new(1, [1, h, w], data)?)
 }
 
 fn require_file(path: &Path, table: &Path, line: usize) -> Result<()> {

@@ -16,8 +16,6 @@ mod csv;
 pub mod datasets;
 pub mod error;
 pub mod preprocess;
-pub mod resample;
-pub mod rng;
 pub mod sample;
 pub mod split;
 pub mod volumes;

@@ -20,8 +20,8 @@ use crate::imaging::decode::{decode_object, open, ColorMode};
 use crate::imaging::geometry::{pixel_spacing, SpacingSource};
 use crate::models::hip_tha::{preprocess, HipInput, HipPreprocessConfig, HipSsd, HipSsdConfig};
 use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, Risk};
+use crate::rng::Rng;
 use crate::synth::hip_tha::HipCase;
-use crate::train::data::rng::Rng;
 use crate::train::metrics::{LandmarkConfig, LandmarkEval, Metrics, ParameterEval};
 use crate::train::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
@@ -99,7 +99,7 @@ impl HipTask {
         let mut all = load_split(&train_dir, &cfg)?;
         let test = load_split(&test_dir, &cfg)?;
         // validation carve-out: a seeded choice of whole cases
-        let order = Rng::stream(crate::train::data::rng::Purpose::ValidationSplit, opts.seed, 0, 0).permutation(all.len());
+        let order = Rng::stream(crate::rng::Purpose::ValidationSplit, opts.seed, 0, 0).permutation(all.len());
         let n_val = ((all.len() as f64 * cfg.validation_fraction).round() as usize).min(all.len().saturating_sub(1));
         let val_ids: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
         let mut train = Vec::new();

@@ -1,19 +1,36 @@
-//! `ainode serve`: opens the spool, recovers from a crash, and runs the SCP,
-//! the study assembler, the analysis worker, one export worker per peer and
-//! the retention sweep.
+//! The node's line, in the order data flows through it (`ainode serve`
+//! wires it here): `dimse::scp` commits each instance to the `spool`, then
+//!
+//! 1. [`assembly`]: `StudyAssembler` decides when a study is complete;
+//! 2. [`routing`]: `Router` turns its content and the rules into actions;
+//! 3. [`jobs`]: `JobQueue` holds those actions durably (SQLite);
+//! 4. [`analyze`]: the analysis worker runs pipelines on `analyze` jobs and
+//!    queues `results` jobs;
+//! 5. [`export`]: one worker per peer sends `forward` and `results` jobs;
+//! 6. [`retention`]: the sweep that removes expired studies;
+//!
+//! and [`http`], the status page and JSON API over all of it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::assembly::StudyAssembler;
+pub mod analyze;
+pub mod assembly;
+pub mod export;
+pub mod http;
+pub mod jobs;
+pub mod retention;
+pub mod routing;
+
 use crate::config::Config;
 use crate::dimse::scp::Scp;
-use crate::jobs::JobQueue;
+use crate::metrics::Metrics;
 use crate::spool::Spool;
+use assembly::StudyAssembler;
+use jobs::JobQueue;
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
@@ -31,12 +48,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         rules = cfg.rules.len(), peers = cfg.peers.len(), "ainode listening"
     );
 
-    let metrics = Arc::new(crate::http::Metrics::default());
+    let metrics = Arc::new(Metrics::default());
     if cfg.http.enabled {
         let addr = format!("{}:{}", cfg.http.bind, cfg.http.port);
         let http = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} (http; set http.enabled = false or another http.port)"))?;
         info!(%addr, "status page, /health and /metrics");
-        tokio::spawn(crate::http::serve(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone(), http));
+        tokio::spawn(http::serve(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone(), http));
     }
     let scp = Scp::new(cfg.clone(), spool.clone(), metrics.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -47,43 +64,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     tasks.spawn(StudyAssembler::new(cfg.clone(), spool.index.clone(), jobs.clone()).run());
     for peer in cfg.peers.clone() {
-        tasks.spawn(crate::export::run_destination(cfg.clone(), spool.index.clone(), jobs.clone(), peer, metrics.clone()));
+        tasks.spawn(export::run_destination(cfg.clone(), spool.index.clone(), jobs.clone(), peer, metrics.clone()));
     }
     if cfg.rules.iter().any(|r| r.analyze.is_some()) {
-        tasks.spawn(crate::analyze::run_analysis_worker(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone()));
+        tasks.spawn(analyze::run_analysis_worker(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone()));
     }
-    tasks.spawn(retention(cfg.clone(), spool.clone()));
+    tasks.spawn(retention::run_retention(cfg.clone(), spool.clone()));
 
     shutdown_signal().await;
     info!("shutting down; every accepted instance and job is on disk and resumes at the next start");
     tasks.abort_all();
     Ok(())
-}
-
-async fn retention(cfg: Arc<Config>, spool: Spool) {
-    let r = &cfg.retention;
-    if r.keep_seconds == 0 {
-        return;
-    }
-    loop {
-        tokio::time::sleep(Duration::from_secs(r.sweep_seconds.max(1))).await;
-        let s = spool.clone();
-        let keep_ms = r.keep_seconds as i64 * 1000;
-        let res = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-            let expired = s.index.expired_studies(keep_ms)?;
-            for uid in &expired {
-                s.remove_study(uid)?;
-                info!(study_uid = %uid, "retention: study removed from the spool");
-            }
-            Ok(expired.len())
-        })
-        .await;
-        match res {
-            Ok(Err(e)) => warn!("retention: {e}"),
-            Err(e) => warn!("retention task: {e}"),
-            _ => {}
-        }
-    }
 }
 
 async fn shutdown_signal() {

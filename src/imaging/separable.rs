@@ -7,7 +7,7 @@
 //! An [`AxisMap`] maps input to output pixel-centre coordinates along one
 //! axis: `out = scale * in + offset`.
 
-use super::sample::{Image, LabelMap};
+use super::array::{Image, LabelMap};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AxisMap {

@@ -14,8 +14,8 @@ use crate::config::{Config, Peer};
 use crate::dimse::scu::{propose_for, Association, ScuOptions};
 use crate::dimse::status::{classify_store, StoreResult};
 use crate::dimse::RemoteAe;
-use crate::http::Metrics;
-use crate::jobs::{Job, JobQueue};
+use crate::metrics::Metrics;
+use crate::node::jobs::{Job, JobQueue};
 use crate::spool::index::{now_ms, StoredInstance};
 use crate::spool::Index;
 
@@ -130,7 +130,7 @@ pub async fn run_destination(cfg: Arc<Config>, index: Index, jobs: JobQueue, pee
             let (jobs, name) = (jobs.clone(), peer.name.clone());
             move || jobs.claim_any(&["forward", "results"], &name)
         };
-        crate::jobs::run_jobs(claim, |job| run_send_job(&cfg, &index, &jobs, &peer, job, &metrics)).await
+        crate::node::jobs::run_jobs(claim, |job| run_send_job(&cfg, &index, &jobs, &peer, job, &metrics)).await
     }
     .instrument(span)
     .await

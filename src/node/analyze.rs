@@ -19,8 +19,8 @@ use crate::config::Config;
 use crate::encode::commands::Written;
 use crate::encode::results::write_results;
 use crate::encode::EncoderSettings;
-use crate::http::Metrics;
-use crate::jobs::{Job, JobQueue};
+use crate::metrics::Metrics;
+use crate::node::jobs::{Job, JobQueue};
 use crate::pipelines::Pipeline;
 use crate::spool::index::StoredInstance;
 use crate::spool::Spool;
@@ -113,7 +113,7 @@ pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue,
             let jobs = jobs.clone();
             move || jobs.claim("analyze", "")
         };
-        crate::jobs::run_jobs(claim, |job| {
+        crate::node::jobs::run_jobs(claim, |job| {
             let (cfg, spool, jobs, loaded, metrics) = (cfg.clone(), spool.clone(), jobs.clone(), loaded.clone(), metrics.clone());
             async move {
                 if let Err(e) = tokio::task::spawn_blocking(move || run_job(&cfg, &spool, &jobs, &loaded, &metrics, job)).await {
@@ -166,13 +166,13 @@ fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &Loaded, metric
                 sop_class: w.sop_class_uid.clone(),
                 series_uid: w.series_instance_uid.clone(),
                 study_uid: study.clone(),
-                transfer_syntax: crate::dimse::uids::EXPLICIT_VR_LE.to_string(),
+                transfer_syntax: crate::dicom_uids::EXPLICIT_VR_LE.to_string(),
                 path: w.path.display().to_string(),
             })
             .collect();
         // the rule may have changed since the job was made: its current send_to counts
         let send_to = cfg.rules.iter().find(|r| r.name == job.rule).map(|r| r.send_to.clone()).unwrap_or_default();
-        spool.index.commit_results(&job, &results, &send_to)?;
+        jobs.commit_results(&job, &results, &send_to)?;
         Ok(results.len())
     })();
     match result {

@@ -1,6 +1,5 @@
 //! Operations endpoints: `/health` (JSON, for load balancers and monitors),
 //! `/metrics` (Prometheus text format) and `/` (a small status page).
-//! Counters are plain atomics updated by the SCP and the exporter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,32 +12,9 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::config::Config;
-use crate::jobs::JobQueue;
+use crate::metrics::Metrics;
+use crate::node::jobs::JobQueue;
 use crate::spool::Spool;
-
-/// Process-wide counters, shared by reference.
-#[derive(Default)]
-pub struct Metrics {
-    pub associations_accepted: AtomicU64,
-    pub associations_rejected: AtomicU64,
-    pub associations_aborted: AtomicU64,
-    pub associations_active: AtomicU64,
-    pub instances_stored: AtomicU64,
-    pub instances_duplicate: AtomicU64,
-    pub instances_refused: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub instances_forwarded: AtomicU64,
-    pub forward_failures: AtomicU64,
-    pub analyses_done: AtomicU64,
-    pub analyses_failed: AtomicU64,
-    pub results_written: AtomicU64,
-}
-
-impl Metrics {
-    pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 #[derive(Clone)]
 struct AppState {

@@ -5,9 +5,9 @@
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use crate::routing::Action;
+use crate::node::routing::Action;
 use crate::spool::index::now_ms;
-use crate::spool::Index;
+use crate::spool::{Index, StoredInstance};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Job {
@@ -57,6 +57,37 @@ pub struct JobQueue {
 impl JobQueue {
     pub fn new(index: Index) -> JobQueue {
         JobQueue { index }
+    }
+
+    /// Records the result objects of an analyze job and queues a `results`
+    /// job per destination, then marks the analyze job done, all in one
+    /// transaction: a crash leaves either nothing (the job runs again and
+    /// rewrites the same files) or everything.
+    pub fn commit_results(&self, job: &Job, results: &[StoredInstance], send_to: &[String]) -> rusqlite::Result<()> {
+        let now = now_ms();
+        let mut conn = self.index.conn();
+        let tx = conn.transaction()?;
+        for r in results {
+            tx.execute(
+                "INSERT OR REPLACE INTO results (sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path, job_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![r.sop_uid, r.sop_class, r.series_uid, r.study_uid, r.transfer_syntax, r.path, job.id, now],
+            )?;
+            // a re-run (new generation) replaces the objects: send them again
+            tx.execute("DELETE FROM deliveries WHERE sop_uid = ?1", [&r.sop_uid])?;
+        }
+        for peer in send_to {
+            tx.execute(
+                "INSERT OR IGNORE INTO jobs (kind, study_uid, rule, destination, pipeline, generation, state, next_attempt_at, created_at, updated_at)
+                 VALUES ('results', ?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6, ?6)",
+                params![job.study_uid, job.rule, peer, job.pipeline, job.generation, now],
+            )?;
+        }
+        tx.execute(
+            "UPDATE jobs SET state = 'done', last_error = NULL, instances = ?2, updated_at = ?3 WHERE id = ?1",
+            params![job.id, results.len() as i64, now],
+        )?;
+        tx.commit()
     }
 
     /// Marks a study complete (new generation) and enqueues its actions, in
@@ -308,7 +339,7 @@ mod tests {
             transfer_syntax: "1.2.840.10008.1.2.1".into(),
             path: "/r/2.5.1.dcm".into(),
         };
-        index.commit_results(&job, std::slice::from_ref(&sr), &["pacs".into()]).unwrap();
+        q.commit_results(&job, std::slice::from_ref(&sr), &["pacs".into()]).unwrap();
         let jobs = q.list().unwrap();
         assert_eq!(jobs.iter().find(|j| j.id == job.id).unwrap().state, "done");
         let send = q.claim("results", "pacs").unwrap().unwrap();
@@ -320,7 +351,7 @@ mod tests {
         index.mark_delivered("2.5.1", "pacs", 0).unwrap();
         assert!(index.undelivered_results("1.9", "pacs").unwrap().is_empty());
         // the same job committed again (a re-run) makes no second send job
-        index.commit_results(&job, std::slice::from_ref(&sr), &["pacs".into()]).unwrap();
+        q.commit_results(&job, std::slice::from_ref(&sr), &["pacs".into()]).unwrap();
         assert_eq!(q.list().unwrap().iter().filter(|j| j.kind == "results").count(), 1);
         index.delete_study("1.9").unwrap();
         assert!(index.study_results("1.9").unwrap().is_empty());
@@ -337,7 +368,7 @@ mod tests {
         q.complete_study("1.9", last, &actions).unwrap();
         let analyze = q.claim("analyze", "").unwrap().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
-        index.commit_results(&analyze, &[], &["p".into()]).unwrap();
+        q.commit_results(&analyze, &[], &["p".into()]).unwrap();
         let kinds: Vec<String> = std::iter::from_fn(|| q.claim_any(&["forward", "results"], "p").unwrap()).map(|j| j.kind).collect();
         assert_eq!(kinds, vec!["forward", "results"]);
         assert!(q.claim_any(&["forward", "results"], "other").unwrap().is_none());

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::jobs::JobQueue;
-use crate::routing::{Action, Router};
+use crate::node::jobs::JobQueue;
+use crate::node::routing::{Action, Router};
 use crate::spool::index::now_ms;
 use crate::spool::Index;
 
