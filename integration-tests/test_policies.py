@@ -182,8 +182,10 @@ def test_health_metrics_and_status_page(node, tmp_path):
     m = requests.get(f"{base}/metrics", timeout=10).text
     assert "ainode_instances_stored_total 3" in m, m
     assert "ainode_associations_accepted_total 1" in m, m
-    page = requests.get(f"{base}/", timeout=10).text
-    assert "ainode AINODE" in page and "3 stored" in page, page
+    page = requests.get(f"{base}/", timeout=10)
+    assert page.headers["content-type"].startswith("text/html") and "/api/studies" in page.text, page.text[:500]
+    status = requests.get(f"{base}/api/status", timeout=10).json()
+    assert status["node"]["ae_title"] == "AINODE" and status["counters"]["instances_stored"] == 3, status
 
 
 def test_health_reports_disk_pressure(node):

@@ -108,6 +108,13 @@ pub struct HttpConfig {
     pub enabled: bool,
     pub bind: String,
     pub port: u16,
+    /// Studies per page on the status page and `/api/studies` (most 500).
+    pub page_size: usize,
+    /// How often the status page reloads its data.
+    pub refresh_seconds: u64,
+    /// Accept actions (`POST /api/jobs/ID/retry`) from other hosts than the
+    /// node's own. Off: only a client on loopback may act, whatever `bind`.
+    pub remote_actions: bool,
 }
 
 /// Attributes of the result objects the node writes (SEG, SR, GSPS, SC).
@@ -277,6 +284,12 @@ impl Config {
             if n < 0 {
                 return Err(bad(field, "must not be negative".into()));
             }
+        }
+        if !(1..=500).contains(&self.http.page_size) {
+            return Err(bad("http.page_size", "must be between 1 and 500".into()));
+        }
+        if self.http.refresh_seconds == 0 {
+            return Err(bad("http.refresh_seconds", "must be at least 1".into()));
         }
         if self.assembly.quiet_seconds == 0 {
             return Err(bad("assembly.quiet_seconds", "must be at least 1".into()));

@@ -15,8 +15,8 @@ use ainode::models::weights::StorageDtype;
 use ainode::node::jobs::JobQueue;
 use ainode::spool::{Index, StoredInstance};
 use ainode::train::commands::{self as train_cmd, EvalCommand, TrainCommand};
+use ainode::train::data::Split;
 use ainode::train::registry::Registry;
-use ainode::train::EvalSplit;
 
 #[derive(Parser)]
 #[command(name = "ainode", version, about = "DICOM node: receive, route, forward and analyse studies")]
@@ -134,7 +134,7 @@ enum Cmd {
         data: PathBuf,
         /// train, val or test.
         #[arg(long, default_value = "test")]
-        split: EvalSplit,
+        split: Split,
         /// Weights prefix (default: weights/NAME).
         #[arg(long)]
         weights: Option<PathBuf>,
@@ -514,7 +514,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if !db.exists() {
                 bail!("no index at {} (has the node run with this config?)", db.display());
             }
-            let q = JobQueue::new(Index::open(&db)?);
+            let index = Index::open(&db)?;
+            let q = JobQueue::new(index.clone());
             match action {
                 Some(JobsAction::Retry { id }) => {
                     if !q.retry(id)? {
@@ -523,27 +524,55 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     println!("job {id} queued again");
                 }
                 None if json => println!("{}", serde_json::to_string_pretty(&q.list()?)?),
-                None => {
-                    println!("{:>5}  {:8} {:8} {:>3}  {:12} {:>5}  {:44} LAST ERROR", "ID", "KIND", "STATE", "TRY", "DEST", "INST", "STUDY");
-                    for j in q.list()? {
-                        let dest = if j.kind == "forward" { j.destination.clone() } else { j.pipeline.clone() };
-                        println!(
-                            "{:>5}  {:8} {:8} {:>3}  {:12} {:>5}  {:44} {}",
-                            j.id,
-                            j.kind,
-                            j.state,
-                            j.attempts,
-                            dest,
-                            j.instances,
-                            j.study_uid,
-                            j.last_error.unwrap_or_default()
-                        );
-                    }
-                }
+                None => print!("{}", jobs_listing(&index, &q, cfg.http.page_size)?),
             }
             Ok(0)
         }
     }
+}
+
+/// `ainode jobs`: the recent studies with what happened to them (the
+/// status page's view), then every job.
+fn jobs_listing(index: &Index, q: &JobQueue, studies: usize) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let page = ainode::node::overview::recent_studies(index, q, studies, 0)?;
+    writeln!(out, "RECENT STUDIES")?;
+    writeln!(out, "{:10} {:24} {:16} {:8} {:>5}  {:28} STUDY", "STATE", "DETAIL", "PATIENT ID", "MODALITY", "INST", "DESCRIPTION")?;
+    for s in &page.studies {
+        writeln!(
+            out,
+            "{:10} {:24} {:16} {:8} {:>5}  {:28} {}",
+            s.state.as_str(),
+            s.detail,
+            s.study.patient_id,
+            s.study.modalities.join(","),
+            s.study.instances,
+            s.study.study_description,
+            s.study.study_uid
+        )?;
+    }
+    if page.more {
+        writeln!(out, "(older studies on the status page and at /api/studies?offset={studies})")?;
+    }
+    writeln!(out, "\nJOBS")?;
+    writeln!(out, "{:>5}  {:8} {:8} {:>3}  {:12} {:>5}  {:44} LAST ERROR", "ID", "KIND", "STATE", "TRY", "DEST", "INST", "STUDY")?;
+    for j in q.list()? {
+        let dest = if j.kind == "forward" { j.destination.clone() } else { j.pipeline.clone() };
+        writeln!(
+            out,
+            "{:>5}  {:8} {:8} {:>3}  {:12} {:>5}  {:44} {}",
+            j.id,
+            j.kind,
+            j.state,
+            j.attempts,
+            dest,
+            j.instances,
+            j.study_uid,
+            j.last_error.unwrap_or_default()
+        )?;
+    }
+    Ok(out)
 }
 
 fn scu_opts(cfg: Config, calling_ae: Option<String>) -> ScuOptions {

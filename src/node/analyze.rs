@@ -93,17 +93,17 @@ fn write_label_maps(dir: &Path, reports: &[crate::pipelines::Report]) -> anyhow:
 }
 
 /// Runs `analyze` jobs until the process ends; one at a time (a pipeline
-/// uses the whole CPU or GPU). Pipelines are loaded on first use and kept.
-pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue, metrics: Arc<Metrics>) {
+/// uses the whole CPU or GPU). Pipelines are loaded into `loaded` at start
+/// (the rules' ones) or first use, and kept.
+pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue, loaded: Arc<PipelineCache>, metrics: Arc<Metrics>) {
     let span = tracing::info_span!("analyze");
     async move {
-        let loaded: Arc<Loaded> = Default::default();
         // load what the rules use now, so that a missing or wrong weights file
         // shows at startup rather than at the first study
         let names: std::collections::BTreeSet<String> = cfg.rules.iter().filter_map(|r| r.analyze.clone()).collect();
         for name in names {
             let (c, map) = (cfg.clone(), loaded.clone());
-            match tokio::task::spawn_blocking(move || cached_pipeline(&map, &name, &c).map(|_| name)).await {
+            match tokio::task::spawn_blocking(move || map.get(&name, &c).map(|_| name)).await {
                 Ok(Ok(name)) => info!(pipeline = %name, "pipeline loaded"),
                 Ok(Err(e)) => warn!("a rule's pipeline cannot run; its studies become dead letters until this is fixed: {e:#}"),
                 Err(e) => warn!("pipeline loading task: {e}"),
@@ -127,24 +127,77 @@ pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue,
     .await
 }
 
-/// Loaded pipelines by name, kept for the life of the worker.
-type Loaded = std::sync::Mutex<HashMap<String, Arc<Pipeline>>>;
-
-/// The pipeline `name` from the cache, loaded on first use.
-fn cached_pipeline(loaded: &Loaded, name: &str, cfg: &Config) -> anyhow::Result<Arc<Pipeline>> {
-    if let Some(p) = loaded.lock().expect("pipeline cache").get(name) {
-        return Ok(p.clone());
-    }
-    let p = Arc::new(Pipeline::load(name, &cfg.pipelines)?);
-    loaded.lock().expect("pipeline cache").insert(name.to_string(), p.clone());
-    Ok(p)
+/// Pipelines by name, loaded on first use and kept for the life of the
+/// node, with the outcome of the last load for the status page: a failed
+/// load (no weights yet, wrong weights) is tried again at the next job.
+#[derive(Default)]
+pub struct PipelineCache {
+    slots: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
-fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &Loaded, metrics: &Metrics, job: Job) {
+enum Slot {
+    Loaded(Arc<Pipeline>),
+    Failed(String),
+}
+
+/// Whether a pipeline's weights are in memory, for `/api/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineStatus {
+    pub name: String,
+    /// The rules that run it.
+    pub rules: Vec<String>,
+    /// `loaded`, `failed` or `not loaded` (no rule has needed it yet).
+    pub weights: &'static str,
+    pub model_version: Option<String>,
+    /// The load error, naming the weights file and how to make it.
+    pub error: Option<String>,
+}
+
+impl PipelineCache {
+    /// The pipeline `name`, loaded now if it is not yet.
+    pub fn get(&self, name: &str, cfg: &Config) -> anyhow::Result<Arc<Pipeline>> {
+        if let Some(Slot::Loaded(p)) = self.slots.lock().expect("pipeline cache").get(name) {
+            return Ok(p.clone());
+        }
+        // loading takes seconds: not under the lock, so the status page never waits on it
+        let loaded = Pipeline::load(name, &cfg.pipelines);
+        let mut slots = self.slots.lock().expect("pipeline cache");
+        match loaded {
+            Ok(p) => {
+                let p = Arc::new(p);
+                slots.insert(name.to_string(), Slot::Loaded(p.clone()));
+                Ok(p)
+            }
+            Err(e) => {
+                slots.insert(name.to_string(), Slot::Failed(format!("{e:#}")));
+                Err(e)
+            }
+        }
+    }
+
+    /// Every pipeline of this build, with the rules that use it.
+    pub fn status(&self, cfg: &Config) -> Vec<PipelineStatus> {
+        let slots = self.slots.lock().expect("pipeline cache");
+        crate::pipelines::names()
+            .into_iter()
+            .map(|name| {
+                let rules = cfg.rules.iter().filter(|r| r.analyze.as_deref() == Some(name)).map(|r| r.name.clone()).collect();
+                let (weights, model_version, error) = match slots.get(name) {
+                    Some(Slot::Loaded(p)) => ("loaded", Some(p.algorithm().version.clone()), None),
+                    Some(Slot::Failed(e)) => ("failed", None, Some(e.clone())),
+                    None => ("not loaded", None, None),
+                };
+                PipelineStatus { name: name.to_string(), rules, weights, model_version, error }
+            })
+            .collect()
+    }
+}
+
+fn run_job(cfg: &Config, spool: &Spool, jobs: &JobQueue, loaded: &PipelineCache, metrics: &Metrics, job: Job) {
     let study = job.study_uid.clone();
     info!(study_uid = %study, job = job.id, pipeline = %job.pipeline, attempt = job.attempts, "analysing");
     let started = std::time::Instant::now();
-    let pipeline = match cached_pipeline(loaded, &job.pipeline, cfg) {
+    let pipeline = match loaded.get(&job.pipeline, cfg) {
         Ok(p) => p,
         Err(e) => {
             // retrying cannot help until someone installs weights or fixes the

@@ -204,19 +204,34 @@ impl JobQueue {
         Ok(n == 1)
     }
 
-    /// (kind, state, count) for every combination present.
-    pub fn counts(&self) -> rusqlite::Result<Vec<(String, String, i64)>> {
+    pub fn job(&self, id: i64) -> rusqlite::Result<Option<Job>> {
+        self.index.conn().query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"), [id], row).optional()
+    }
+
+    /// Jobs of one study, oldest first (indexed by study).
+    pub fn study_jobs(&self, study_uid: &str) -> rusqlite::Result<Vec<Job>> {
         let conn = self.index.conn();
-        let mut st = conn.prepare("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE study_uid = ?1 ORDER BY id"))?;
+        let rows = st.query_map([study_uid], row)?;
         rows.collect()
     }
 
-    /// The most recently updated jobs, newest first.
-    pub fn recent(&self, n: usize) -> rusqlite::Result<Vec<Job>> {
+    /// Jobs in `state`, most recently updated first: `limit` after `offset`.
+    pub fn in_state(&self, state: &str, limit: usize, offset: usize) -> rusqlite::Result<Vec<Job>> {
         let conn = self.index.conn();
-        let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs ORDER BY updated_at DESC, id DESC LIMIT ?1"))?;
-        let rows = st.query_map([n as i64], row)?;
+        let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE state = ?1 ORDER BY updated_at DESC, id DESC LIMIT ?2 OFFSET ?3"))?;
+        let rows = st.query_map(params![state, limit as i64, offset as i64], row)?;
+        rows.collect()
+    }
+
+    /// (kind, state, count) of the jobs not done. Done jobs are history and
+    /// grow with the index; these are bounded by the work at hand (and the
+    /// dead letters), read through the state index.
+    pub fn open_counts(&self) -> rusqlite::Result<Vec<(String, String, i64)>> {
+        let conn = self.index.conn();
+        let mut st = conn
+            .prepare("SELECT kind, state, COUNT(*) FROM jobs WHERE state IN ('pending','running','retry','dead') GROUP BY kind, state ORDER BY kind, state")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect()
     }
 

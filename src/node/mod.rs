@@ -9,7 +9,7 @@
 //! 5. [`export`]: one worker per peer sends `forward` and `results` jobs;
 //! 6. [`retention`]: the sweep that removes expired studies;
 //!
-//! and [`http`], the status page and JSON API over all of it.
+//! and [`http`] with [`overview`]: the status page and JSON API over all of it.
 
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ pub mod assembly;
 pub mod export;
 pub mod http;
 pub mod jobs;
+pub mod overview;
 pub mod retention;
 pub mod routing;
 
@@ -49,11 +50,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
 
     let metrics = Arc::new(Metrics::default());
+    let pipelines = Arc::new(analyze::PipelineCache::default());
     if cfg.http.enabled {
         let addr = format!("{}:{}", cfg.http.bind, cfg.http.port);
         let http = TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr} (http; set http.enabled = false or another http.port)"))?;
-        info!(%addr, "status page, /health and /metrics");
-        tokio::spawn(http::serve(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone(), http));
+        info!(%addr, "status page, /api, /health and /metrics");
+        let state = http::HttpState::new(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone(), pipelines.clone());
+        tokio::spawn(http::serve(state, http));
     }
     let scp = Scp::new(cfg.clone(), spool.clone(), metrics.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -67,7 +70,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tasks.spawn(export::run_destination(cfg.clone(), spool.index.clone(), jobs.clone(), peer, metrics.clone()));
     }
     if cfg.rules.iter().any(|r| r.analyze.is_some()) {
-        tasks.spawn(analyze::run_analysis_worker(cfg.clone(), spool.clone(), jobs.clone(), metrics.clone()));
+        tasks.spawn(analyze::run_analysis_worker(cfg.clone(), spool.clone(), jobs.clone(), pipelines.clone(), metrics.clone()));
     }
     tasks.spawn(retention::run_retention(cfg.clone(), spool.clone()));
 

@@ -102,7 +102,7 @@ pub struct HipThaPipeline {
     preprocess: HipPreprocessConfig,
     settings: HipThaSettings,
     min_score: f64,
-    algorithm: AlgorithmIdentity,
+    pub(super) algorithm: AlgorithmIdentity,
     device: Device,
 }
 

@@ -482,7 +482,7 @@ pub struct LungLesionsPipeline {
     network: MaskRcnnConfig,
     settings: LungLesionsSettings,
     codes: Vec<ClassCode>,
-    algorithm: AlgorithmIdentity,
+    pub(super) algorithm: AlgorithmIdentity,
     device: Device,
 }
 

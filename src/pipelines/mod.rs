@@ -56,6 +56,14 @@ impl Pipeline {
         }
     }
 
+    /// Who made the results: name, weights version and SHA-256.
+    pub fn algorithm(&self) -> &crate::findings::AlgorithmIdentity {
+        match self {
+            Pipeline::HipTha(p) => &p.algorithm,
+            Pipeline::LungLesions(p) => &p.algorithm,
+        }
+    }
+
     /// Analyses the files of one study.
     pub fn analyze(&self, files: &[PathBuf]) -> anyhow::Result<PipelineOutput> {
         match self {

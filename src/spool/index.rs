@@ -6,12 +6,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
     patient_id TEXT, patient_name TEXT, study_description TEXT, accession TEXT,
     calling_ae TEXT,
+    study_date TEXT,                    -- DA as received (YYYYMMDD)
     first_received INTEGER NOT NULL,   -- start of the current receiving phase (ms)
     last_received INTEGER NOT NULL,
     state TEXT NOT NULL,                -- receiving | complete
@@ -54,6 +56,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE(kind, study_uid, rule, destination, generation)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS jobs_study ON jobs(study_uid);
 -- Result objects the node made (SR, PR, SEG...); never routed or analysed.
 CREATE TABLE IF NOT EXISTS results (
     sop_uid TEXT PRIMARY KEY,
@@ -75,6 +78,24 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 "#;
 
+/// Indexes on columns that older indexes may lack: created after
+/// [`migrate`] has added those columns.
+const LATE_INDEXES: &str = "CREATE INDEX IF NOT EXISTS studies_recent ON studies(last_received);";
+
+/// Brings an index written by an older version up to [`SCHEMA`]: columns
+/// added since are added here (NULL for the studies already indexed).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = st.query_map([], |r| r.get::<_, String>(1))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(names.iter().any(|n| n == column))
+    };
+    if !has("studies", "study_date")? {
+        conn.execute_batch("ALTER TABLE studies ADD COLUMN study_date TEXT")?;
+    }
+    conn.execute_batch(LATE_INDEXES)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -92,6 +113,7 @@ pub struct InstanceHeader {
     pub patient_name: String,
     pub study_description: String,
     pub accession: String,
+    pub study_date: String,
     pub modality: String,
     pub body_part: String,
     pub series_description: String,
@@ -111,6 +133,75 @@ pub struct StoredInstance {
     pub study_uid: String,
     pub transfer_syntax: String,
     pub path: String,
+}
+
+/// A study as operators see it (status page, `ainode jobs`): what came in.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StudyRow {
+    pub study_uid: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub study_date: String,
+    pub study_description: String,
+    pub accession: String,
+    pub calling_ae: String,
+    /// Modalities of its series, sorted.
+    pub modalities: Vec<String>,
+    pub instances: i64,
+    /// `receiving` or `complete`.
+    pub state: String,
+    pub generation: i64,
+    pub first_received: i64,
+    pub last_received: i64,
+    pub completed_at: Option<i64>,
+}
+
+/// A result object the node made, with the peers that acknowledged it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResultRow {
+    pub sop_uid: String,
+    pub sop_class: String,
+    /// e.g. "Segmentation Storage", "Comprehensive 3D SR Storage".
+    pub sop_class_name: &'static str,
+    pub series_uid: String,
+    pub job_id: i64,
+    pub created_at: i64,
+    pub delivered_to: Vec<Delivery>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Delivery {
+    pub destination: String,
+    /// The C-STORE response status (0 = success, 0xB... = warning).
+    pub status: u16,
+    pub delivered_at: i64,
+}
+
+const STUDY_ROW: &str = "SELECT s.study_uid, COALESCE(s.patient_id,''), COALESCE(s.patient_name,''), COALESCE(s.study_date,''),
+        COALESCE(s.study_description,''), COALESCE(s.accession,''), COALESCE(s.calling_ae,''),
+        (SELECT COALESCE(GROUP_CONCAT(m, '\\'), '') FROM (SELECT DISTINCT modality AS m FROM series WHERE study_uid = s.study_uid AND modality <> '' ORDER BY 1)),
+        (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid),
+        s.state, s.generation, s.first_received, s.last_received, s.completed_at
+     FROM studies s";
+
+fn row_to_study(r: &rusqlite::Row<'_>) -> rusqlite::Result<StudyRow> {
+    let modalities: String = r.get(7)?;
+    Ok(StudyRow {
+        study_uid: r.get(0)?,
+        patient_id: r.get(1)?,
+        patient_name: r.get(2)?,
+        study_date: r.get(3)?,
+        study_description: r.get(4)?,
+        accession: r.get(5)?,
+        calling_ae: r.get(6)?,
+        modalities: modalities.split('\\').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+        instances: r.get(8)?,
+        state: r.get(9)?,
+        generation: r.get(10)?,
+        first_received: r.get(11)?,
+        last_received: r.get(12)?,
+        completed_at: r.get(13)?,
+    })
 }
 
 /// What routing needs to know about a study.
@@ -141,6 +232,7 @@ impl Index {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Index { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -161,13 +253,14 @@ impl Index {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO studies (study_uid, patient_id, patient_name, study_description, accession, calling_ae,
-                                  first_received, last_received, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 'receiving')
+                                  first_received, last_received, state, study_date)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, 'receiving', ?8)
              ON CONFLICT(study_uid) DO UPDATE SET
                 last_received = ?7,
                 first_received = CASE WHEN state = 'complete' THEN ?7 ELSE first_received END,
-                state = 'receiving'",
-            params![h.study_uid, h.patient_id, h.patient_name, h.study_description, h.accession, calling_ae, now],
+                state = 'receiving',
+                study_date = COALESCE(NULLIF(study_date, ''), ?8)",
+            params![h.study_uid, h.patient_id, h.patient_name, h.study_description, h.accession, calling_ae, now, h.study_date],
         )?;
         tx.execute(
             "INSERT INTO series (series_uid, study_uid, modality, body_part, series_description, series_number)
@@ -296,6 +389,48 @@ impl Index {
             conn.prepare("SELECT sop_uid, sop_class, series_uid, study_uid, transfer_syntax, path FROM results WHERE study_uid = ?1 ORDER BY sop_uid")?;
         let rows = st.query_map([study_uid], row_to_instance)?;
         rows.collect()
+    }
+
+    /// The studies that received an instance most recently, newest first:
+    /// `limit` of them after skipping `offset` (an indexed range scan, so a
+    /// page costs the same however large the index is).
+    pub fn recent_studies(&self, limit: usize, offset: usize) -> rusqlite::Result<Vec<StudyRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("{STUDY_ROW} ORDER BY s.last_received DESC, s.study_uid LIMIT ?1 OFFSET ?2"))?;
+        let rows = st.query_map([limit as i64, offset as i64], row_to_study)?;
+        rows.collect()
+    }
+
+    pub fn study_row(&self, study_uid: &str) -> rusqlite::Result<Option<StudyRow>> {
+        self.conn().query_row(&format!("{STUDY_ROW} WHERE s.study_uid = ?1"), [study_uid], row_to_study).optional()
+    }
+
+    /// Result objects of a study with their deliveries, by series then SOP Instance UID.
+    pub fn study_result_rows(&self, study_uid: &str) -> rusqlite::Result<Vec<ResultRow>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT sop_uid, sop_class, series_uid, job_id, created_at FROM results WHERE study_uid = ?1 ORDER BY series_uid, sop_uid")?;
+        let mut rows = st
+            .query_map([study_uid], |r| {
+                let sop_class: String = r.get(1)?;
+                Ok(ResultRow {
+                    sop_uid: r.get(0)?,
+                    sop_class_name: crate::dicom_uids::sop_class_name(&sop_class),
+                    sop_class,
+                    series_uid: r.get(2)?,
+                    job_id: r.get(3)?,
+                    created_at: r.get(4)?,
+                    delivered_to: vec![],
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut st = conn.prepare("SELECT destination, status, delivered_at FROM deliveries WHERE sop_uid = ?1 ORDER BY destination")?;
+        for row in &mut rows {
+            row.delivered_to = st
+                .query_map([&row.sop_uid], |r| Ok(Delivery { destination: r.get(0)?, status: r.get::<_, i64>(1)? as u16, delivered_at: r.get(2)? }))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+        }
+        Ok(rows)
     }
 
     pub fn all_instance_paths(&self) -> rusqlite::Result<std::collections::HashSet<String>> {

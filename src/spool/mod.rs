@@ -281,6 +281,7 @@ pub fn read_header(path: &Path, ts: &str) -> Result<InstanceHeader, String> {
         patient_name: get(tags::PATIENT_NAME),
         study_description: get(tags::STUDY_DESCRIPTION),
         accession: get(tags::ACCESSION_NUMBER),
+        study_date: get(tags::STUDY_DATE),
         modality: get(tags::MODALITY),
         body_part: get(tags::BODY_PART_EXAMINED),
         series_description: get(tags::SERIES_DESCRIPTION),

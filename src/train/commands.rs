@@ -15,10 +15,11 @@ use super::checkpoint::RunDir;
 use super::metrics::Metrics;
 use super::registry::Registry;
 use super::task::TaskOptions;
-use super::task::{EvalSplit, TrainTask};
+use super::task::TrainTask;
 use super::trainer::{self, RunOptions, TrainSummary};
 use crate::models::device::{device_name, DeviceSpec};
 use crate::models::weights::{self, render_model_card, write_atomic, ModelCardInput, StorageDtype, WeightsMeta, WeightsPaths, FORMAT_VERSION};
+use crate::train::data::Split;
 
 #[derive(Debug, Clone)]
 pub struct TrainCommand {
@@ -89,7 +90,7 @@ pub fn train_command(registry: &Registry, cmd: &TrainCommand) -> anyhow::Result<
     } else {
         format!("last epoch ({}; no finite validation value)", cfg.epochs)
     };
-    let test_metrics = match task.evaluate(EvalSplit::Test) {
+    let test_metrics = match task.evaluate(Split::Test) {
         Ok(m) => Some(m),
         Err(e) => {
             tracing::warn!("{}: no test evaluation for the model card: {e:#}", cmd.name);
@@ -131,7 +132,7 @@ pub fn train_command(registry: &Registry, cmd: &TrainCommand) -> anyhow::Result<
 pub struct EvalCommand {
     pub name: String,
     pub data: PathBuf,
-    pub split: EvalSplit,
+    pub split: Split,
     /// Weights prefix (default `weights/NAME`).
     pub weights: Option<PathBuf>,
     pub device: DeviceSpec,
@@ -206,7 +207,7 @@ mod tests {
         let eval = EvalCommand {
             name: "toy-squares".into(),
             data: dir.path().to_path_buf(),
-            split: EvalSplit::Test,
+            split: Split::Test,
             weights: Some(out.clone()),
             device: DeviceSpec::Cpu,
             seed: None,

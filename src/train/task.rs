@@ -10,9 +10,7 @@
 //! losses, SSD its matched CE + smooth L1, the U-Net focal + Dice, PSPNet
 //! CE + Dice; each reports its parts for the log through `StepLoss`.
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use anyhow::bail;
 use candle_core::{Device, Tensor};
@@ -20,6 +18,7 @@ use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::data::Split;
 use super::metrics::Metrics;
 use super::optim::{AdamWConfig, ScheduleConfig};
 
@@ -87,38 +86,6 @@ impl TrainConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// Which part of the data an evaluation runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EvalSplit {
-    Train,
-    /// The validation carve-out of the training split (model selection).
-    Val,
-    Test,
-}
-
-impl fmt::Display for EvalSplit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EvalSplit::Train => "train",
-            EvalSplit::Val => "val",
-            EvalSplit::Test => "test",
-        })
-    }
-}
-
-impl FromStr for EvalSplit {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "train" => Ok(EvalSplit::Train),
-            "val" | "validation" => Ok(EvalSplit::Val),
-            "test" => Ok(EvalSplit::Test),
-            _ => Err(format!("split `{s}`: expected train, val or test")),
-        }
     }
 }
 
@@ -233,8 +200,8 @@ pub trait TrainTask {
     fn train_step(&mut self, samples: &[usize], ctx: &StepContext) -> anyhow::Result<StepLoss>;
 
     /// Evaluation in inference mode on a split: the task's metrics
-    /// (MODELS.md), including the primary metric on `EvalSplit::Val`.
-    fn evaluate(&mut self, split: EvalSplit) -> anyhow::Result<Metrics>;
+    /// (MODELS.md), including the primary metric on `Split::Val`.
+    fn evaluate(&mut self, split: Split) -> anyhow::Result<Metrics>;
 
     /// The validation metric that picks the kept weights.
     fn primary_metric(&self) -> MetricGoal;
@@ -265,13 +232,5 @@ mod tests {
         assert!(lo.improves(0.4, Some(0.5)));
         assert!(!lo.improves(0.6, Some(0.5)));
         assert!(!lo.improves(f64::INFINITY, None));
-    }
-
-    #[test]
-    fn split_names() {
-        for s in [EvalSplit::Train, EvalSplit::Val, EvalSplit::Test] {
-            assert_eq!(s.to_string().parse::<EvalSplit>(), Ok(s));
-        }
-        assert!("dev".parse::<EvalSplit>().unwrap_err().contains("`dev`"));
     }
 }

@@ -7,8 +7,9 @@ use candle_nn::{Conv2d, Conv2dConfig, Init, Module, VarBuilder, VarMap};
 use serde_json::{json, Value};
 
 use super::metrics::{Metrics, SegmentationConfig, SegmentationEval};
-use super::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
+use super::task::{DataDescription, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 use crate::models::blocks::losses::softmax_cross_entropy;
+use crate::train::data::Split;
 
 const SIZE: usize = 8;
 
@@ -124,11 +125,11 @@ impl TrainTask for ToyTask {
         Ok(StepLoss::new(ce.clone()).with_part("ce", &ce))
     }
 
-    fn evaluate(&mut self, split: EvalSplit) -> anyhow::Result<Metrics> {
+    fn evaluate(&mut self, split: Split) -> anyhow::Result<Metrics> {
         let data = match split {
-            EvalSplit::Train => &self.train,
-            EvalSplit::Val => &self.val,
-            EvalSplit::Test => &self.test,
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+            Split::Test => &self.test,
         };
         let items: Vec<_> = data.iter().collect();
         let (x, y) = Self::batch(&items)?;
@@ -142,7 +143,7 @@ impl TrainTask for ToyTask {
         }
         let mut m = seg.metrics();
         m.set("loss", loss);
-        if split == EvalSplit::Val {
+        if split == Split::Val {
             self.snapshots.push(self.weights());
             if let Some(s) = &self.scripted_val {
                 m.set("scripted", s[self.validations]);

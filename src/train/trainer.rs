@@ -20,9 +20,10 @@ use serde_json::{json, Value};
 use super::checkpoint::{BestRecord, CheckpointState, RunDir, CHECKPOINT_VERSION};
 use super::metrics::Metrics;
 use super::optim::{accumulate_grads, clip_grad_norm, global_grad_norm, named_vars, AdamW, LrSchedule, NamedGrads};
-use super::task::{EvalSplit, StepContext, TrainConfig, TrainTask};
+use super::task::{StepContext, TrainConfig, TrainTask};
 use crate::models::weights::{compare_config, utc_timestamp};
 use crate::rng::{Purpose, Rng};
+use crate::train::data::Split;
 
 /// How this invocation runs (not part of the recipe).
 #[derive(Debug, Clone, Default)]
@@ -208,7 +209,7 @@ pub fn train(task: &mut dyn TrainTask, cfg: &TrainConfig, run_dir: &Path, opts: 
         let mut is_best = false;
         if validate {
             let t = Instant::now();
-            let metrics = task.evaluate(EvalSplit::Val).with_context(|| format!("{}: validation after epoch {}", task.name(), epoch + 1))?;
+            let metrics = task.evaluate(Split::Val).with_context(|| format!("{}: validation after epoch {}", task.name(), epoch + 1))?;
             let value = metrics.get(&goal.name).with_context(|| format!("{}: validation metrics have no `{}` (the primary metric)", task.name(), goal.name))?;
             is_best = goal.improves(value, best.map(|b| b.value));
             if is_best {
@@ -297,7 +298,7 @@ mod tests {
     fn loss_goes_down_and_dice_goes_up() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let mut task = ToyTask::new(1, 16, 4)?;
-        let before = task.evaluate(EvalSplit::Val)?.get("dice.mean").unwrap();
+        let before = task.evaluate(Split::Val)?.get("dice.mean").unwrap();
         let cfg = TrainConfig { epochs: 10, ..task.train_defaults() };
         let s = train(&mut task, &cfg, dir.path(), &quiet())?;
         assert_eq!(s.epochs_done, 10);

@@ -288,6 +288,9 @@ mod tests {
         for (kind, stride, dil) in [(BlockKind::Basic, 2, 1), (BlockKind::Bottleneck, 1, 2), (BlockKind::Bottleneck, 2, 1)] {
             let vm = VarMap::new();
             let block = ResidualBlock::load(vb(&vm, DType::F64), kind, 3, 2, stride, dil)?;
+            // seeded: with candle's unseeded init, a draw now and then puts a
+            // ReLU kink inside the finite-difference step and the check fails
+            crate::models::init::seeded_init(&vm, 11)?;
             let x = det_tensor(&[2, 3, 5, 6], 3);
             let out = block.forward_t(&x, true)?;
             let t = det_tensor(out.dims(), 4);

@@ -1,47 +1,89 @@
-//! Operations endpoints: `/health` (JSON, for load balancers and monitors),
-//! `/metrics` (Prometheus text format) and `/` (a small status page).
+//! The node's HTTP face: the status page at `/` (one static HTML file that
+//! reads the JSON API itself and re-reads it every `http.refresh_seconds`),
+//! the JSON API under `/api/` ([`api`], documented in the README), `/health`
+//! (for load balancers and monitors) and `/metrics` (Prometheus text).
+//!
+//! Every handler does a bounded amount of work: pages of studies and jobs,
+//! counts of unfinished jobs through the state index, never a scan of the
+//! whole index.
 
+mod api;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 
+use super::analyze::PipelineCache;
+use super::jobs::JobQueue;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::node::jobs::JobQueue;
 use crate::spool::Spool;
 
+/// What the handlers read; cheap to clone (all shared).
 #[derive(Clone)]
-struct AppState {
+pub struct HttpState {
     cfg: Arc<Config>,
     spool: Spool,
     jobs: JobQueue,
     metrics: Arc<Metrics>,
+    pipelines: Arc<PipelineCache>,
     started: Instant,
 }
 
-pub async fn serve(cfg: Arc<Config>, spool: Spool, jobs: JobQueue, metrics: Arc<Metrics>, listener: tokio::net::TcpListener) {
-    let state = AppState { cfg, spool, jobs, metrics, started: Instant::now() };
-    let app = Router::new().route("/health", get(health)).route("/metrics", get(metrics_text)).route("/", get(status_page)).with_state(state);
+impl HttpState {
+    pub fn new(cfg: Arc<Config>, spool: Spool, jobs: JobQueue, metrics: Arc<Metrics>, pipelines: Arc<PipelineCache>) -> HttpState {
+        HttpState { cfg, spool, jobs, metrics, pipelines, started: Instant::now() }
+    }
+
+    /// Free bytes on the spool's file system and whether they are above the
+    /// floor under which the SCP refuses associations.
+    fn disk(&self) -> (u64, u64, bool) {
+        let free = self.spool.free_bytes().unwrap_or(0);
+        let floor = self.cfg.node.min_free_disk_mb * 1024 * 1024;
+        (free, floor, free >= floor)
+    }
+
+    fn dead_letters(&self) -> i64 {
+        self.jobs.open_counts().unwrap_or_default().iter().filter(|(_, st, _)| st == "dead").map(|(_, _, n)| n).sum()
+    }
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/api/status", get(api::status))
+        .route("/api/studies", get(api::studies))
+        .route("/api/studies/{study_uid}", get(api::study))
+        .route("/api/jobs", get(api::jobs))
+        .route("/api/jobs/{id}/retry", post(api::retry))
+        .with_state(state)
+}
+
+pub async fn serve(state: HttpState, listener: tokio::net::TcpListener) {
+    // the peer address decides who may act (`http.remote_actions`)
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app).await {
         tracing::warn!("HTTP server stopped: {e}");
     }
 }
 
-fn job_counts(jobs: &JobQueue) -> Vec<(String, String, i64)> {
-    jobs.counts().unwrap_or_default()
+/// The page is static: everything on it comes from `/api/...`, so the page
+/// and scripts read one source.
+async fn status_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], include_str!("page.html")).into_response()
 }
 
-async fn health(State(s): State<AppState>) -> Response {
-    let free = s.spool.free_bytes().unwrap_or(0);
-    let floor = s.cfg.node.min_free_disk_mb * 1024 * 1024;
-    let disk_ok = free >= floor;
-    let dead: i64 = job_counts(&s.jobs).iter().filter(|(_, st, _)| st == "dead").map(|(_, _, n)| n).sum();
+async fn health(State(s): State<HttpState>) -> Response {
+    let (free, _, disk_ok) = s.disk();
     let body = serde_json::json!({
         "status": if disk_ok { "ok" } else { "disk_pressure" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -49,13 +91,13 @@ async fn health(State(s): State<AppState>) -> Response {
         "uptime_seconds": s.started.elapsed().as_secs(),
         "disk_free_mb": free / 1_048_576,
         "associations_active": s.metrics.associations_active.load(Ordering::Relaxed),
-        "dead_letters": dead,
+        "dead_letters": s.dead_letters(),
     });
     let code = if disk_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-async fn metrics_text(State(s): State<AppState>) -> Response {
+async fn metrics_text(State(s): State<HttpState>) -> Response {
     let m = &s.metrics;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
@@ -77,52 +119,10 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
     out.push_str("# HELP ainode_associations_active Associations open now.\n# TYPE ainode_associations_active gauge\n");
     out.push_str(&format!("ainode_associations_active {}\n", l(&m.associations_active)));
     out.push_str("# HELP ainode_disk_free_bytes Free bytes on the spool's file system.\n# TYPE ainode_disk_free_bytes gauge\n");
-    out.push_str(&format!("ainode_disk_free_bytes {}\n", s.spool.free_bytes().unwrap_or(0)));
-    out.push_str("# HELP ainode_jobs Jobs by kind and state.\n# TYPE ainode_jobs gauge\n");
-    for (kind, state, n) in job_counts(&s.jobs) {
+    out.push_str(&format!("ainode_disk_free_bytes {}\n", s.disk().0));
+    out.push_str("# HELP ainode_jobs Unfinished jobs (pending, running, retry) and dead letters by kind and state.\n# TYPE ainode_jobs gauge\n");
+    for (kind, state, n) in s.jobs.open_counts().unwrap_or_default() {
         out.push_str(&format!("ainode_jobs{{kind=\"{kind}\",state=\"{state}\"}} {n}\n"));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-async fn status_page(State(s): State<AppState>) -> Html<String> {
-    let jobs = s.jobs.recent(50).unwrap_or_default();
-    let mut rows = String::new();
-    for j in &jobs {
-        let target = if j.kind == "forward" { &j.destination } else { &j.pipeline };
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            j.id,
-            esc(&j.kind),
-            esc(target),
-            esc(&j.state),
-            j.attempts,
-            j.instances,
-            esc(&j.study_uid),
-            esc(j.last_error.as_deref().unwrap_or(""))
-        ));
-    }
-    let m = &s.metrics;
-    let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    Html(format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>ainode {ae}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}}</style></head>\
-         <body><h1>ainode {ae}</h1><p>version {ver} · up {up} s · {free} MB free · {act} associations open · \
-         {stored} stored · {refused} refused · {fwd} forwarded</p>\
-         <h2>Recent jobs</h2><table><tr><th>id</th><th>kind</th><th>target</th><th>state</th><th>attempts</th>\
-         <th>instances</th><th>study</th><th>last error</th></tr>{rows}</table>\
-         <p><a href=/metrics>metrics</a> · <a href=/health>health</a></p></body></html>",
-        ae = esc(&s.cfg.node.ae_title),
-        ver = env!("CARGO_PKG_VERSION"),
-        up = s.started.elapsed().as_secs(),
-        free = s.spool.free_bytes().unwrap_or(0) / 1_048_576,
-        act = l(&m.associations_active),
-        stored = l(&m.instances_stored),
-        refused = l(&m.instances_refused),
-        fwd = l(&m.instances_forwarded),
-    ))
 }

@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::{Purpose, Rng};
 
+/// Which part of a data set: loaded, trained on, or evaluated on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
+    /// The validation carve-out of the training split (model selection).
+    #[value(alias = "validation")]
     Val,
     Test,
 }

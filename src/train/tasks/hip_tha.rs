@@ -22,8 +22,9 @@ use crate::models::hip_tha::{preprocess, HipInput, HipPreprocessConfig, HipSsd, 
 use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, Risk};
 use crate::rng::Rng;
 use crate::synth::hip_tha::HipCase;
+use crate::train::data::Split;
 use crate::train::metrics::{LandmarkConfig, LandmarkEval, Metrics, ParameterEval};
-use crate::train::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
+use crate::train::task::{DataDescription, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
 /// Architecture and pre-processing, stored in `hip-tha.json`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -140,11 +141,11 @@ impl HipTask {
         Ok(Tensor::from_vec(data, (cases.len(), 1, n, n), &self.device)?)
     }
 
-    fn split(&self, split: EvalSplit) -> &[Case] {
+    fn split(&self, split: Split) -> &[Case] {
         match split {
-            EvalSplit::Train => &self.train,
-            EvalSplit::Val => &self.val,
-            EvalSplit::Test => &self.test,
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+            Split::Test => &self.test,
         }
     }
 }
@@ -171,7 +172,7 @@ impl TrainTask for HipTask {
         Ok(StepLoss::new(total).with_part("cls", &loss.classification).with_part("loc", &loss.localization))
     }
 
-    fn evaluate(&mut self, split: EvalSplit) -> anyhow::Result<Metrics> {
+    fn evaluate(&mut self, split: Split) -> anyhow::Result<Metrics> {
         let names: Vec<String> = self.cfg.network.points.clone();
         let mut landmarks = LandmarkEval::new(names.clone(), LandmarkConfig::default());
         let mut params = ParameterEval::new();
@@ -292,7 +293,7 @@ mod tests {
         }
         let loss = task.train_step(&[0, 1], &StepContext { epoch: 0, step: 0, seed: 4 })?;
         assert!(loss.total.to_scalar::<f32>()?.is_finite());
-        let m = task.evaluate(EvalSplit::Test)?;
+        let m = task.evaluate(Split::Test)?;
         for key in ["mre_mm", "risk_accuracy.abduction", "negatives", "negatives_flagged"] {
             assert!(m.get(key).is_some(), "{key} missing from {m}");
         }

@@ -26,7 +26,7 @@ use crate::train::data::preprocess::{letterbox, Transform2d};
 use crate::train::data::sample::Sample;
 use crate::train::data::split::{Split, ValidationCarveOut};
 use crate::train::metrics::{self, DetectionEval, GroundTruth, Metrics, SegmentationConfig, SegmentationEval};
-use crate::train::task::{DataDescription, EvalSplit, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
+use crate::train::task::{DataDescription, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
 /// Architecture, pre-processing and training data settings, stored in `lung-lesions.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,11 +140,11 @@ impl LungTask {
         Ok((boxed, t))
     }
 
-    fn split(&self, split: EvalSplit) -> &[Slice] {
+    fn split(&self, split: Split) -> &[Slice] {
         match split {
-            EvalSplit::Train => &self.train,
-            EvalSplit::Val => &self.val,
-            EvalSplit::Test => &self.test,
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+            Split::Test => &self.test,
         }
     }
 
@@ -207,7 +207,7 @@ impl TrainTask for LungTask {
             .with_part("mask", &loss.mask))
     }
 
-    fn evaluate(&mut self, split: EvalSplit) -> anyhow::Result<Metrics> {
+    fn evaluate(&mut self, split: Split) -> anyhow::Result<Metrics> {
         let n = self.cfg.preprocess.input_size;
         let names: Vec<String> = std::iter::once("background".to_string()).chain(self.cfg.network.classes.iter().cloned()).collect();
         let mut seg = SegmentationEval::new(names.clone(), SegmentationConfig::default());
@@ -329,7 +329,7 @@ mod tests {
         let loss = task.train_step(&[0, 1], &StepContext { epoch: 0, step: 0, seed: 2 })?;
         assert!(loss.total.to_scalar::<f32>()?.is_finite());
         assert_eq!(loss.parts.len(), 5);
-        let m = task.evaluate(EvalSplit::Val)?;
+        let m = task.evaluate(Split::Val)?;
         for key in ["dice.ground-glass opacity", "dice.consolidation", "dice.mean", "sensitivity", "fp_per_image"] {
             assert!(m.get(key).is_some(), "{key} missing from {m}");
         }
