@@ -671,10 +671,13 @@ def orthanc(tmp_path, request):
 # ----------------------------------------------------------------------------------
 
 class StoreSCP:
-    def __init__(self, workdir: Path, ae: str, port: int):
+    def __init__(self, workdir: Path, ae: str, port: int, accept_all: bool = True):
         self.dir = workdir
         self.ae = ae
         self.port = port
+        # False: storescp's default, uncompressed transfer syntaxes only (a peer
+        # that makes the node transcode)
+        self.accept_all = accept_all
         self.out = workdir / "received"
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "storescp.log"
@@ -690,7 +693,7 @@ class StoreSCP:
             "-aet", self.ae,
             "-od", str(self.out),
             "+uf",   # unique file names: a second delivery of one instance is a second file
-            "+xa",   # accept all supported transfer syntaxes
+            *(["+xa"] if self.accept_all else []),   # accept all supported transfer syntaxes
             "-pm",   # promiscuous: accept unknown (private) storage SOP classes too
             str(self.port),
         ]
@@ -773,12 +776,12 @@ def assert_exactly_once(counter: collections.Counter, uids: Iterable[str], what:
 
 @pytest.fixture
 def storescp(tmp_path, request):
-    """Factory: storescp(ae="DEST", port=None, start=True) -> StoreSCP."""
+    """Factory: storescp(ae="DEST", port=None, start=True, accept_all=True) -> StoreSCP."""
     created: list[StoreSCP] = []
 
-    def factory(ae: str = "DEST", port: int | None = None, start: bool = True) -> StoreSCP:
+    def factory(ae: str = "DEST", port: int | None = None, start: bool = True, accept_all: bool = True) -> StoreSCP:
         workdir = tmp_path / f"storescp{len(created)}-{ae}"
-        s = StoreSCP(workdir, ae, port or free_port())
+        s = StoreSCP(workdir, ae, port or free_port(), accept_all)
         created.append(s)
         return s.start() if start else s
 

@@ -114,6 +114,34 @@ fn big_endian_rle_jpegls_j2k_match_uncompressed() {
 }
 
 #[test]
+fn jpeg_ls_near_lossless_without_charls_and_colour_refused_by_name() {
+    // pydicom 3 + pyjpegls: shape, [0, 0:4], [rows / 2, 0:4], [-1, -4:], sum
+    for (name, rows, first, middle, sum) in
+        [("JPEGLSNearLossless_08.dcm", 45, 255.0, 15.0, 25000.0), ("JPEGLSNearLossless_16.dcm", 50, 65535.0, 255.0, 6007250.0)]
+    {
+        let Some(p) = pydicom_file(name) else { continue };
+        let img = decode_file(&p, ColorMode::Luminance).unwrap();
+        assert_eq!((img.rows, img.cols, img.frames), (rows, 10, 1), "{name}");
+        assert!((0..4).all(|c| img.get(0, 0, c, 0) == first && img.get(0, rows / 2, c, 0) == middle), "{name}");
+        assert!((6..10).all(|c| img.get(0, rows - 1, c, 0) == 0.0), "{name}");
+        assert_eq!(img.data.iter().map(|&v| v as f64).sum::<f64>(), sum, "{name}");
+    }
+    let Some(p) = pydicom_file("SC_rgb_jls_lossy_sample.dcm") else { return };
+    let res = decode_file(&p, ColorMode::Rgb);
+    if cfg!(feature = "charls") {
+        assert_eq!(res.unwrap().samples, 3);
+    } else {
+        match res {
+            Err(ImagingError::CodecNotBuilt { sop_instance_uid, enable, .. }) => {
+                assert_eq!(sop_instance_uid, "1.2.826.0.1.3680043.8.498.35129940130895238772240045385911100427");
+                assert!(enable.contains("--features charls"), "{enable}");
+            }
+            other => panic!("colour JPEG-LS without charls: expected CodecNotBuilt, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn jpeg_lossless_and_deflate() {
     // pydicom's reference table (pylibjpeg): JPEG-LL.dcm arr[400, 124:132], arr[600, 124:132]
     if let Some(p) = pydicom_file("JPEG-LL.dcm") {
