@@ -126,6 +126,15 @@ pub fn gaussian_taps(n: usize, sigma: f64) -> Vec<Taps> {
         .collect()
 }
 
+/// Separable Gaussian blur of `sigma` pixels along each spatial axis (not
+/// along depth for a 2D image).
+pub fn gaussian_blur(image: &Image, sigma: f64) -> Image {
+    let [d, h, w] = image.dims();
+    let id = |n: usize| -> Vec<Taps> { (0..n).map(|i| vec![(i, 1.0)]).collect() };
+    let td = if d > 1 { gaussian_taps(d, sigma) } else { id(d) };
+    apply_taps(image, [&td, &gaussian_taps(h, sigma), &gaussian_taps(w, sigma)], 0.0)
+}
+
 /// One separable pass: `data` viewed as `[outer, n_in, inner]` becomes
 /// `[outer, taps.len(), inner]`.
 fn pass(data: &[f32], outer: usize, n_in: usize, inner: usize, taps: &[Taps], fill: f32) -> Vec<f32> {

@@ -192,12 +192,11 @@ pub struct HipPreprocessConfig {
     /// CLAHE clip limit relative to a flat histogram (the source's "100" is on
     /// an unstated scale; OpenCV-style 2.0 is our default).
     pub clahe_clip_limit: f64,
-    pub input_size: usize,
 }
 
 impl Default for HipPreprocessConfig {
     fn default() -> Self {
-        HipPreprocessConfig { fine_spacing_mm: 0.1, shrink: 4, low_percentile: 2.0, clahe_tiles: 8, clahe_clip_limit: 2.0, input_size: 512 }
+        HipPreprocessConfig { fine_spacing_mm: 0.1, shrink: 4, low_percentile: 2.0, clahe_tiles: 8, clahe_clip_limit: 2.0 }
     }
 }
 
@@ -227,10 +226,11 @@ impl HipInput {
 }
 
 /// Resample to `fine_spacing_mm` (linear), shrink, drop the lowest values,
-/// normalise to [0, 1], CLAHE, resize to the network input. `pixels` is one
-/// grey frame (rows x cols, modality values, MONOCHROME1 already inverted);
-/// `spacing` = [row_mm, col_mm].
-pub fn preprocess(pixels: &[f32], rows: usize, cols: usize, spacing: [f64; 2], cfg: &HipPreprocessConfig) -> anyhow::Result<HipInput> {
+/// normalise to [0, 1], CLAHE, resize to the network input (`input_size`
+/// square: the network's own `HipSsdConfig::input_size`, its one source).
+/// `pixels` is one grey frame (rows x cols, modality values, MONOCHROME1
+/// already inverted); `spacing` = [row_mm, col_mm].
+pub fn preprocess(pixels: &[f32], rows: usize, cols: usize, spacing: [f64; 2], cfg: &HipPreprocessConfig, input_size: usize) -> anyhow::Result<HipInput> {
     use crate::imaging::intensity::{clahe, percentile_clip, ClaheConfig};
     use crate::imaging::separable::{resample_image, Filter};
     anyhow::ensure!(pixels.len() == rows * cols, "hip-tha preprocessing: {} values for a {rows} x {cols} image", pixels.len());
@@ -256,8 +256,7 @@ pub fn preprocess(pixels: &[f32], rows: usize, cols: usize, spacing: [f64; 2], c
     }
     let tiles = cfg.clahe_tiles.min(image.width).min(image.height).max(1);
     clahe(&mut image, &ClaheConfig { tiles_x: tiles, tiles_y: tiles, clip_limit: cfg.clahe_clip_limit, ..Default::default() })?;
-    let n = cfg.input_size;
-    image = step(&image, n, n, Filter::LinearAntialias, &mut maps);
+    image = step(&image, input_size, input_size, Filter::LinearAntialias, &mut maps);
     Ok(HipInput { pixels: image.data, to_input: maps, source_spacing: [spacing[1], spacing[0]] })
 }
 
@@ -351,7 +350,7 @@ mod tests {
                 }
             }
         }
-        let input = preprocess(&px, rows, cols, [sp, sp], &HipPreprocessConfig::default())?;
+        let input = preprocess(&px, rows, cols, [sp, sp], &HipPreprocessConfig::default(), 512)?;
         assert_eq!(input.pixels.len(), 512 * 512);
         assert!(input.pixels.iter().all(|v| (0.0..=1.0 + 1e-5).contains(v)));
         // the bright square's centre of mass lands where the mapping says

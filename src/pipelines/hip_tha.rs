@@ -112,9 +112,6 @@ impl HipThaPipeline {
         let arch = &meta.architecture;
         let network: HipSsdConfig = serde_json::from_value(arch["network"].clone()).context("hip-tha weights: architecture.network")?;
         let preprocess: HipPreprocessConfig = serde_json::from_value(arch["preprocess"].clone()).context("hip-tha weights: architecture.preprocess")?;
-        if preprocess.input_size != network.input_size {
-            bail!("{}: pre-processing makes {} px inputs, the network takes {} px", prefix.display(), preprocess.input_size, network.input_size);
-        }
         let trained = load_trained(&prefix, meta, device, |vb| HipSsd::load(vb, &network).map(|_| ()))?;
         // inference only: constant weights
         let net = HipSsd::load(VarBuilder::from_tensors(trained.tensors, DType::F32, device), &network)?;
@@ -152,7 +149,7 @@ impl HipThaPipeline {
         let img = decode_object(&obj, ColorMode::Luminance).with_context(|| format!("decoding {} (SOP Instance {uid})", file.display()))?;
         let mut timing = Timing { decode: ms(t0), ..Default::default() };
         let t1 = std::time::Instant::now();
-        let mut input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &self.preprocess)
+        let mut input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &self.preprocess, self.net.config().input_size)
             .with_context(|| format!("pre-processing {} (SOP Instance {uid})", file.display()))?;
         let n = self.net.config().input_size;
         // the pixels go to the network; the point mapping stays in `input`

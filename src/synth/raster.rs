@@ -1,7 +1,11 @@
 //! A millimetre-addressed canvas for drawing synthetic radiographs: shapes are
 //! closed polygons in image-plane mm (x right, y down) whose values add up like
 //! projected attenuation; scanline filling keeps large canvases fast, and a
-//! final blur anti-aliases edges.
+//! final blur anti-aliases edges. Blur and resampling are `imaging::separable`'s,
+//! the same the training augmentations use.
+
+use crate::imaging::separable::{gaussian_blur, resample_image, AxisMap, Filter};
+use crate::imaging::Image;
 
 pub type P2 = [f64; 2];
 
@@ -57,7 +61,10 @@ impl Canvas {
 
     /// Separable Gaussian blur with sigma in mm (edges clamp).
     pub fn blur(&mut self, sigma_mm: f64) {
-        self.data = blurred(&self.data, self.width, self.height, sigma_mm / self.spacing);
+        let sigma = sigma_mm / self.spacing;
+        if sigma > 0.0 {
+            self.data = gaussian_blur(&self.image(), sigma).data;
+        }
     }
 
     /// Bilinear resample onto a canvas of another spacing covering the same field.
@@ -72,59 +79,16 @@ impl Canvas {
     /// Bilinear resize to `width` x `height` pixels over the same field
     /// (the spacing is the mean of the two axes' new spacings).
     pub fn resized(&self, width: usize, height: usize) -> Canvas {
-        let mut data = vec![0f32; width * height];
+        let maps = [AxisMap::IDENTITY, AxisMap::resize(self.height, height), AxisMap::resize(self.width, width)];
+        let data = resample_image(&self.image(), [1, height, width], maps, Filter::Linear, 0.0).data;
         let (rx, ry) = (self.width as f64 / width as f64, self.height as f64 / height as f64);
-        let map = |o: usize, n_in: usize, ratio: f64| -> (usize, usize, f32) {
-            let src = ((o as f64 + 0.5) * ratio - 0.5).clamp(0.0, n_in as f64 - 1.0);
-            let i0 = src.floor() as usize;
-            (i0, (i0 + 1).min(n_in - 1), (src - i0 as f64) as f32)
-        };
-        let cols: Vec<_> = (0..width).map(|c| map(c, self.width, rx)).collect();
-        for r in 0..height {
-            let (r0, r1, fy) = map(r, self.height, ry);
-            let (a, b) = (&self.data[r0 * self.width..], &self.data[r1 * self.width..]);
-            for (c, &(c0, c1, fx)) in cols.iter().enumerate() {
-                let top = a[c0] * (1.0 - fx) + a[c1] * fx;
-                let bot = b[c0] * (1.0 - fx) + b[c1] * fx;
-                data[r * width + c] = top * (1.0 - fy) + bot * fy;
-            }
-        }
         Canvas { width, height, spacing: self.spacing * (rx + ry) / 2.0, data }
     }
-}
 
-/// Separable Gaussian blur of a row-major image, sigma in pixels.
-pub fn blurred(data: &[f32], w: usize, h: usize, sigma: f64) -> Vec<f32> {
-    if sigma <= 0.0 {
-        return data.to_vec();
+    /// The canvas as a one-channel image for `imaging::separable`.
+    fn image(&self) -> Image {
+        Image { channels: 1, depth: 1, height: self.height, width: self.width, data: self.data.clone() }
     }
-    let radius = (3.0 * sigma).ceil() as isize;
-    let kernel: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32).collect();
-    let sum: f32 = kernel.iter().sum();
-    let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
-    let mut tmp = vec![0f32; w * h];
-    for r in 0..h {
-        let row = &data[r * w..(r + 1) * w];
-        for c in 0..w {
-            let mut acc = 0f32;
-            for (k, kv) in kernel.iter().enumerate() {
-                let cc = (c as isize + k as isize - radius).clamp(0, w as isize - 1) as usize;
-                acc += kv * row[cc];
-            }
-            tmp[r * w + c] = acc;
-        }
-    }
-    let mut out = vec![0f32; w * h];
-    for r in 0..h {
-        for (k, kv) in kernel.iter().enumerate() {
-            let rr = (r as isize + k as isize - radius).clamp(0, h as isize - 1) as usize;
-            let (src, dst) = (&tmp[rr * w..(rr + 1) * w], &mut out[r * w..(r + 1) * w]);
-            for c in 0..w {
-                dst[c] += kv * src[c];
-            }
-        }
-    }
-    out
 }
 
 /// Points on an ellipse (centre, radii, rotation in radians), `n` of them.

@@ -22,7 +22,7 @@ use super::metrics::Metrics;
 use super::optim::{accumulate_grads, clip_grad_norm, global_grad_norm, named_vars, AdamW, LrSchedule, NamedGrads};
 use super::task::{StepContext, TrainConfig, TrainTask};
 use crate::models::weights::{compare_config, utc_timestamp};
-use crate::rng::{Purpose, Rng};
+use crate::train::data::batch::{epoch_batches, steps_per_epoch};
 use crate::train::data::Split;
 
 /// How this invocation runs (not part of the recipe).
@@ -49,19 +49,6 @@ pub struct TrainSummary {
     pub last_metrics: Option<Metrics>,
     /// Mean training loss of each epoch run in this invocation.
     pub epoch_losses: Vec<f64>,
-}
-
-pub fn epoch_order(num: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    Rng::stream(Purpose::BatchOrder, seed, epoch as u64, 0).permutation(num)
-}
-
-/// Optimiser steps in one epoch.
-pub fn steps_per_epoch(num: usize, batch: usize, drop_last: bool) -> usize {
-    if drop_last {
-        num / batch
-    } else {
-        num.div_ceil(batch)
-    }
 }
 
 struct RunLog {
@@ -156,11 +143,11 @@ pub fn train(task: &mut dyn TrainTask, cfg: &TrainConfig, run_dir: &Path, opts: 
         let bar = if show { ProgressBar::with_draw_target(Some(per_epoch as u64), ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
         bar.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})").expect("valid template").progress_chars("=> "));
         bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.epochs));
-        let order = epoch_order(n, cfg.seed, epoch);
+        let batches = epoch_batches(n, cfg.batch_size, cfg.seed, epoch as u64, true, cfg.drop_last);
         let (mut loss_sum, mut samples) = (0f64, 0usize);
         let mut parts_sum: Vec<(String, f64)> = Vec::new();
         let (mut norm_sum, mut lr) = (0f64, 0f64);
-        for batch in order.chunks(cfg.batch_size).take(per_epoch) {
+        for batch in &batches {
             let ctx = StepContext { epoch, step, seed: cfg.seed };
             let micro = if cfg.micro_batch == 0 { batch.len() } else { cfg.micro_batch };
             let mut grads = NamedGrads::new();
@@ -279,19 +266,6 @@ mod tests {
 
     fn log_lines(dir: &Path) -> Vec<Value> {
         std::fs::read_to_string(dir.join("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-    }
-
-    #[test]
-    fn epoch_order_is_a_seeded_permutation() {
-        let a = epoch_order(50, 7, 3);
-        let mut sorted = a.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-        assert_eq!(a, epoch_order(50, 7, 3));
-        assert_ne!(a, epoch_order(50, 7, 4));
-        assert_ne!(a, epoch_order(50, 8, 3));
-        assert_eq!(steps_per_epoch(10, 4, false), 3);
-        assert_eq!(steps_per_epoch(10, 4, true), 2);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::Result;
 use super::sample::{Image, Sample};
-use crate::imaging::separable::{apply_taps, gaussian_taps, resample_image, resample_labels, AxisMap, Filter, Taps};
+use crate::imaging::separable::{apply_taps, gaussian_blur, resample_image, resample_labels, AxisMap, Filter, Taps};
 use crate::rng::Rng;
 
 fn draw(rng: &mut Rng, r: (f64, f64)) -> f64 {
@@ -95,15 +95,6 @@ pub fn gaussian_noise(image: &mut Image, sigma: f64, rng: &mut Rng) {
     for v in image.data.iter_mut() {
         *v += (sigma * rng.normal()) as f32;
     }
-}
-
-/// Separable Gaussian blur of `sigma` pixels along each spatial axis (not
-/// along depth for a 2D image).
-pub fn gaussian_blur(image: &Image, sigma: f64) -> Image {
-    let [d, h, w] = image.dims();
-    let id = |n: usize| -> Vec<Taps> { (0..n).map(|i| vec![(i, 1.0)]).collect() };
-    let td = if d > 1 { gaussian_taps(d, sigma) } else { id(d) };
-    apply_taps(image, [&td, &gaussian_taps(h, sigma), &gaussian_taps(w, sigma)], 0.0)
 }
 
 /// Low-resolution simulation: nearest downsampling by `zoom` (< 1) then

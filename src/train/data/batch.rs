@@ -110,6 +110,16 @@ pub fn epoch_batches(n: usize, batch_size: usize, seed: u64, epoch: u64, shuffle
     order.chunks(batch_size.max(1)).filter(|c| !drop_last || c.len() == batch_size).map(|c| c.to_vec()).collect()
 }
 
+/// Optimiser steps in one epoch: the number of [`epoch_batches`].
+pub fn steps_per_epoch(n: usize, batch_size: usize, drop_last: bool) -> usize {
+    let b = batch_size.max(1);
+    if drop_last {
+        n / b
+    } else {
+        n.div_ceil(b)
+    }
+}
+
 /// Loads items of a data set, augments each with its (seed, epoch, index)
 /// stream, applies the fixed preparation (e.g. resizing to the network
 /// input), and collates.
@@ -180,6 +190,9 @@ mod tests {
         assert_ne!(a, epoch_batches(10, 4, 9, 3, true, false));
         assert_eq!(epoch_batches(10, 4, 9, 2, true, true).len(), 2);
         assert_eq!(epoch_batches(5, 2, 0, 0, false, false), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        for (n, b, drop) in [(10, 4, false), (10, 4, true), (8, 4, true), (3, 4, true), (0, 4, false)] {
+            assert_eq!(epoch_batches(n, b, 1, 0, true, drop).len(), steps_per_epoch(n, b, drop), "{n} {b} {drop}");
+        }
     }
 
     #[test]

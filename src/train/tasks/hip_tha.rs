@@ -72,7 +72,7 @@ fn load_split(dir: &Path, cfg: &HipTaskConfig) -> anyhow::Result<Vec<Case>> {
             bail!("{}: no Pixel Spacing / Imager Pixel Spacing; hip-tha measures in mm", dcm.display());
         }
         let img = decode_object(&obj, ColorMode::Luminance)?;
-        let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &cfg.preprocess)
+        let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &cfg.preprocess, cfg.network.input_size)
             .with_context(|| format!("pre-processing {}", dcm.display()))?;
         let points_input = (0..10).map(|k| labels.points_mm.get(k).map(|p| input.from_source_mm(p))).collect();
         cases.push(Case { id: labels.file.clone(), input, points_input, labels });
