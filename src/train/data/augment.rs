@@ -262,6 +262,21 @@ impl Default for NoiseAug {
     }
 }
 
+/// Values clipped to [min, max] (after intensity steps that may leave the
+/// range the network was given).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClampAug {
+    pub min: f32,
+    pub max: f32,
+}
+
+impl Default for ClampAug {
+    fn default() -> Self {
+        ClampAug { min: 0.0, max: 1.0 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BlurAug {
@@ -331,6 +346,7 @@ pub enum Augmentation {
     Brightness(BrightnessAug),
     Gamma(GammaAug),
     Noise(NoiseAug),
+    Clamp(ClampAug),
     Blur(BlurAug),
     Scale(ScaleAug),
     Flip(FlipAug),
@@ -376,6 +392,7 @@ impl Augmentation {
                     zoom(s, draw(rng, a.scale), a.image_fill, a.label_fill);
                 }
             }
+            Augmentation::Clamp(a) => s.image.data.iter_mut().for_each(|v| *v = v.clamp(a.min, a.max)),
             Augmentation::Flip(a) => {
                 // one draw per axis whether or not it applies, so the stream stays aligned
                 let d = rng.chance(a.depth);
@@ -476,6 +493,13 @@ mod tests {
         let (x, y) = (p[0].round(), p[1].round());
         assert!(x >= 0.0 && y >= 0.0 && (x as usize) < l.width && (y as usize) < l.height, "point {p:?} left the image");
         l.get(0, 0, y as usize, x as usize)
+    }
+
+    #[test]
+    fn clamp_keeps_values_in_range() {
+        let s = Sample::new("c", Image::new_2d(1, 1, 3, vec![-1.0, 0.5, 2.0]).unwrap());
+        let out = Pipeline::new(vec![Augmentation::Clamp(ClampAug::default())]).apply(s, 0, 0, 0).unwrap();
+        assert_eq!(out.image.data, vec![0.0, 0.5, 1.0]);
     }
 
     #[test]

@@ -18,22 +18,45 @@ use serde_json::json;
 
 use crate::imaging::decode::{decode_object, open, ColorMode};
 use crate::imaging::geometry::{pixel_spacing, SpacingSource};
+use crate::imaging::Image;
 use crate::models::hip_tha::{preprocess, HipInput, HipPreprocessConfig, HipSsd, HipSsdConfig};
 use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, Risk};
-use crate::rng::Rng;
 use crate::synth::hip_tha::HipCase;
+use crate::train::data::augment::{Augmentation, BrightnessAug, ClampAug, GammaAug, NoiseAug, Pipeline};
+use crate::train::data::split::{assign, FileSplit, ValidationCarveOut};
+use crate::train::data::Sample;
 use crate::train::data::Split;
 use crate::train::metrics::{LandmarkConfig, LandmarkEval, Metrics, ParameterEval};
 use crate::train::task::{DataDescription, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
-/// Architecture and pre-processing, stored in `hip-tha.json`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Architecture, pre-processing and training settings, stored in `hip-tha.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HipTaskConfig {
     pub network: HipSsdConfig,
     pub preprocess: HipPreprocessConfig,
+    /// Applied to the pre-processed [0, 1] inputs of training cases.
+    /// Intensity only: the keypoints are fixed in input pixels.
+    pub augment: Pipeline,
     /// Share of the training split held out for validation.
     pub validation_fraction: f64,
+}
+
+impl Default for HipTaskConfig {
+    fn default() -> Self {
+        use Augmentation::*;
+        HipTaskConfig {
+            network: HipSsdConfig::default(),
+            preprocess: HipPreprocessConfig::default(),
+            augment: Pipeline::new(vec![
+                Gamma(GammaAug { probability: 1.0, gamma: (0.7, 1.4), retain_stats: false }),
+                Brightness(BrightnessAug { probability: 1.0, multiplier: (0.8, 1.2), offset: (-0.1, 0.1) }),
+                Noise(NoiseAug { probability: 1.0, sigma: (0.0, 0.03) }),
+                Clamp(ClampAug { min: 0.0, max: 1.0 }),
+            ]),
+            validation_fraction: 0.1,
+        }
+    }
 }
 
 struct Case {
@@ -84,7 +107,7 @@ impl HipTask {
     pub fn open(opts: &TaskOptions) -> anyhow::Result<HipTask> {
         let cfg: HipTaskConfig = match &opts.architecture {
             Some(v) => serde_json::from_value(v.clone()).context("hip-tha architecture config")?,
-            None => HipTaskConfig { validation_fraction: 0.1, ..Default::default() },
+            None => HipTaskConfig::default(),
         };
         let (train_dir, test_dir) = (opts.data_dir.join("train"), opts.data_dir.join("test"));
         for d in [&train_dir, &test_dir] {
@@ -99,14 +122,12 @@ impl HipTask {
         }
         let mut all = load_split(&train_dir, &cfg)?;
         let test = load_split(&test_dir, &cfg)?;
-        // validation carve-out: a seeded choice of whole cases
-        let order = Rng::stream(crate::rng::Purpose::ValidationSplit, opts.seed, 0, 0).permutation(all.len());
-        let n_val = ((all.len() as f64 * cfg.validation_fraction).round() as usize).min(all.len().saturating_sub(1));
-        let val_ids: std::collections::HashSet<usize> = order[..n_val].iter().copied().collect();
-        let mut train = Vec::new();
-        let mut val = Vec::new();
-        for (i, c) in all.drain(..).enumerate() {
-            if val_ids.contains(&i) {
+        // validation carve-out: a seeded choice of whole cases (each case its own group)
+        let items: Vec<(FileSplit, String)> = all.iter().map(|c| (FileSplit::Train, c.id.clone())).collect();
+        let splits = assign(&items, ValidationCarveOut { fraction: cfg.validation_fraction, seed: opts.seed });
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for (c, s) in all.drain(..).zip(splits) {
+            if s == Some(Split::Val) {
                 val.push(c)
             } else {
                 train.push(c)
@@ -120,20 +141,16 @@ impl HipTask {
         Ok(HipTask { cfg, net, varmap, device: opts.device.clone(), train, val, test, hash })
     }
 
+    /// The network input of `cases`; with `augment = (seed, epoch)` each
+    /// through the config's augmentations with its (seed, epoch, index) stream.
     fn batch(&self, cases: &[&Case], augment: Option<(u64, u64)>, indices: &[usize]) -> anyhow::Result<Tensor> {
         let n = self.cfg.network.input_size;
         let mut data = Vec::with_capacity(cases.len() * n * n);
         for (c, &i) in cases.iter().zip(indices) {
             match augment {
-                // intensity augmentations only: geometry is part of the labels
                 Some((seed, epoch)) => {
-                    let mut rng = Rng::for_sample(seed, epoch, i as u64);
-                    let (gain, bias, gamma) = (rng.range(0.8, 1.2), rng.range(-0.1, 0.1), rng.range(0.7, 1.4));
-                    let noise = rng.range(0.0, 0.03);
-                    data.extend(c.input.pixels.iter().map(|&v| {
-                        let v = ((v as f64).clamp(0.0, 1.0).powf(gamma) * gain + bias + noise * rng.normal()).clamp(0.0, 1.0);
-                        v as f32
-                    }));
+                    let sample = Sample::new(c.id.clone(), Image::new_2d(1, n, n, c.input.pixels.clone())?);
+                    data.extend(self.cfg.augment.apply(sample, seed, epoch, i as u64)?.image.data);
                 }
                 None => data.extend_from_slice(&c.input.pixels),
             }
