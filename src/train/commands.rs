@@ -67,7 +67,8 @@ pub fn train_command(registry: &Registry, cmd: &TrainCommand) -> anyhow::Result<
     let entry = registry.get(&cmd.name)?;
     let device = cmd.device.open()?;
     let architecture = cmd.config.as_deref().map(read_json).transpose()?;
-    let opts = TaskOptions { data_dir: cmd.data.clone(), device: device.clone(), seed: cmd.seed.unwrap_or(0), architecture };
+    let opts =
+        TaskOptions { data_dir: cmd.data.clone(), device: device.clone(), seed: cmd.seed.unwrap_or(0), architecture, splits: TaskOptions::ALL_SPLITS.to_vec() };
     let mut task = (entry.build)(&opts).with_context(|| format!("building model {} on {}", cmd.name, cmd.data.display()))?;
     let mut cfg = task.train_defaults();
     cfg.epochs = cmd.epochs.unwrap_or(cfg.epochs);
@@ -151,7 +152,8 @@ pub fn eval_command(registry: &Registry, cmd: &EvalCommand) -> anyhow::Result<Me
         tracing::warn!("{} holds weights of model `{}`, evaluated as `{}`", prefix.display(), meta.name, cmd.name);
     }
     let device = cmd.device.open()?;
-    let opts = TaskOptions { data_dir: cmd.data.clone(), device, seed: cmd.seed.unwrap_or(0), architecture: Some(meta.architecture.clone()) };
+    let opts =
+        TaskOptions { data_dir: cmd.data.clone(), device, seed: cmd.seed.unwrap_or(0), architecture: Some(meta.architecture.clone()), splits: vec![cmd.split] };
     let mut task: Box<dyn TrainTask> = (entry.build)(&opts).with_context(|| format!("building model {} on {}", cmd.name, cmd.data.display()))?;
     weights::load_weights(&prefix, task.varmap(), &task.describe().architecture)?;
     let metrics = task.evaluate(cmd.split).with_context(|| format!("evaluating {} on the {} split", cmd.name, cmd.split))?;

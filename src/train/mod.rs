@@ -18,5 +18,5 @@ pub mod trainer;
 pub mod toy;
 
 pub use metrics::Metrics;
-pub use task::{MetricGoal, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
+pub use task::{MetricGoal, SplitData, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 pub use trainer::{train, RunOptions, TrainSummary};

@@ -33,6 +33,44 @@ pub struct TaskOptions {
     /// Architecture config overriding the model's default: from `--config`
     /// for training, from the weights' `NAME.json` for evaluation.
     pub architecture: Option<Value>,
+    /// The splits whose data the run reads (decoded, pre-processed): all
+    /// three for training, the evaluated one for `ainode eval`. The others
+    /// are only counted.
+    pub splits: Vec<Split>,
+}
+
+impl TaskOptions {
+    pub const ALL_SPLITS: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+}
+
+/// One split of a task's data: its items when the run asked for the split
+/// ([`TaskOptions::splits`]), else only their number, so that `ainode eval
+/// --split test` reads and pre-processes the test data alone.
+pub struct SplitData<T> {
+    split: Split,
+    count: usize,
+    items: Option<Vec<T>>,
+}
+
+impl<T> SplitData<T> {
+    /// `count` items; `load` runs only when `opts` asks for `split`.
+    pub fn new(split: Split, count: usize, opts: &TaskOptions, load: impl FnOnce() -> anyhow::Result<Vec<T>>) -> anyhow::Result<SplitData<T>> {
+        let items = if opts.splits.contains(&split) { Some(load()?) } else { None };
+        Ok(SplitData { split, count: items.as_ref().map_or(count, Vec::len), items })
+    }
+
+    pub fn items(&self) -> anyhow::Result<&[T]> {
+        self.items.as_deref().ok_or_else(|| anyhow::anyhow!("the {} split was not loaded (TaskOptions::splits)", self.split))
+    }
+
+    /// How many items the split has, loaded or not.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 /// The recipe of a training run: what a task proposes and `--config` overrides.

@@ -27,7 +27,7 @@ use crate::train::data::split::{assign, FileSplit, ValidationCarveOut};
 use crate::train::data::Sample;
 use crate::train::data::Split;
 use crate::train::metrics::{LandmarkConfig, LandmarkEval, Metrics, ParameterEval};
-use crate::train::task::{DataDescription, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
+use crate::train::task::{DataDescription, MetricGoal, ModelDescription, SplitData, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
 /// Architecture, pre-processing and training settings, stored in `hip-tha.json`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -72,22 +72,28 @@ pub struct HipTask {
     net: HipSsd,
     varmap: VarMap,
     device: Device,
-    train: Vec<Case>,
-    val: Vec<Case>,
-    test: Vec<Case>,
+    train: SplitData<Case>,
+    val: SplitData<Case>,
+    test: SplitData<Case>,
     hash: String,
 }
 
-fn load_split(dir: &Path, cfg: &HipTaskConfig) -> anyhow::Result<Vec<Case>> {
+/// The label files (`case_*.json`) of a folder, in name order: cheap, so a
+/// split is counted and carved without decoding its images.
+fn read_labels(dir: &Path) -> anyhow::Result<Vec<HipCase>> {
     let mut jsons: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("case_")))
         .collect();
     jsons.sort();
-    let mut cases = Vec::with_capacity(jsons.len());
-    for j in jsons {
-        let labels: HipCase = serde_json::from_slice(&std::fs::read(&j)?).with_context(|| format!("{}: not a hip-tha label file", j.display()))?;
+    jsons.iter().map(|j| serde_json::from_slice(&std::fs::read(j)?).with_context(|| format!("{}: not a hip-tha label file", j.display()))).collect()
+}
+
+/// Decodes and pre-processes the images of labelled cases.
+fn load_cases(dir: &Path, labels: Vec<HipCase>, cfg: &HipTaskConfig) -> anyhow::Result<Vec<Case>> {
+    let mut cases = Vec::with_capacity(labels.len());
+    for labels in labels {
         let dcm = dir.join(&labels.file);
         let obj = open(&dcm)?;
         let sp = pixel_spacing(&obj);
@@ -120,21 +126,25 @@ impl HipTask {
                 );
             }
         }
-        let mut all = load_split(&train_dir, &cfg)?;
-        let test = load_split(&test_dir, &cfg)?;
+        let all = read_labels(&train_dir)?;
+        let test_labels = read_labels(&test_dir)?;
         // validation carve-out: a seeded choice of whole cases (each case its own group)
-        let items: Vec<(FileSplit, String)> = all.iter().map(|c| (FileSplit::Train, c.id.clone())).collect();
+        let items: Vec<(FileSplit, String)> = all.iter().map(|c| (FileSplit::Train, c.file.clone())).collect();
         let splits = assign(&items, ValidationCarveOut { fraction: cfg.validation_fraction, seed: opts.seed });
-        let (mut train, mut val) = (Vec::new(), Vec::new());
-        for (c, s) in all.drain(..).zip(splits) {
+        let (mut train_labels, mut val_labels) = (Vec::new(), Vec::new());
+        for (c, s) in all.into_iter().zip(splits) {
             if s == Some(Split::Val) {
-                val.push(c)
+                val_labels.push(c)
             } else {
-                train.push(c)
+                train_labels.push(c)
             }
         }
-        let files: Vec<PathBuf> = train.iter().chain(&val).map(|c| PathBuf::from("train").join(&c.id)).collect();
+        let files: Vec<PathBuf> = train_labels.iter().chain(&val_labels).map(|c| PathBuf::from("train").join(&c.file)).collect();
         let hash = crate::models::weights::training_data_hash(&opts.data_dir, &files)?;
+        let (n_train, n_val, n_test) = (train_labels.len(), val_labels.len(), test_labels.len());
+        let train = SplitData::new(Split::Train, n_train, opts, || load_cases(&train_dir, train_labels, &cfg))?;
+        let val = SplitData::new(Split::Val, n_val, opts, || load_cases(&train_dir, val_labels, &cfg))?;
+        let test = SplitData::new(Split::Test, n_test, opts, || load_cases(&test_dir, test_labels, &cfg))?;
         let varmap = VarMap::new();
         let net = HipSsd::load(VarBuilder::from_varmap(&varmap, DType::F32, &opts.device), &cfg.network)?;
         crate::models::init::seeded_init(&varmap, opts.seed)?;
@@ -158,11 +168,11 @@ impl HipTask {
         Ok(Tensor::from_vec(data, (cases.len(), 1, n, n), &self.device)?)
     }
 
-    fn split(&self, split: Split) -> &[Case] {
+    fn split(&self, split: Split) -> anyhow::Result<&[Case]> {
         match split {
-            Split::Train => &self.train,
-            Split::Val => &self.val,
-            Split::Test => &self.test,
+            Split::Train => self.train.items(),
+            Split::Val => self.val.items(),
+            Split::Test => self.test.items(),
         }
     }
 }
@@ -181,7 +191,8 @@ impl TrainTask for HipTask {
     }
 
     fn train_step(&mut self, samples: &[usize], ctx: &StepContext) -> anyhow::Result<StepLoss> {
-        let cases: Vec<&Case> = samples.iter().map(|&i| &self.train[i]).collect();
+        let train = self.train.items()?;
+        let cases: Vec<&Case> = samples.iter().map(|&i| &train[i]).collect();
         let x = self.batch(&cases, Some((ctx.seed, ctx.epoch as u64)), samples)?;
         let targets: Vec<Vec<Option<[f64; 2]>>> = cases.iter().map(|c| c.points_input.clone()).collect();
         let loss = self.net.loss(&x, &targets)?;
@@ -197,7 +208,7 @@ impl TrainTask for HipTask {
         let (mut agree, mut assessed) = ([0usize; 4], [0usize; 4]);
         let mut negative_flags = 0usize;
         let mut negatives = 0usize;
-        let cases = self.split(split);
+        let cases = self.split(split)?;
         for chunk in cases.chunks(4) {
             let refs: Vec<&Case> = chunk.iter().collect();
             let idx: Vec<usize> = (0..refs.len()).collect();
@@ -299,11 +310,17 @@ mod tests {
         write_dataset(&gen, &dir.path().join("train"), 0, 6)?;
         write_dataset(&gen, &dir.path().join("test"), 1, 3)?;
         let arch = HipTaskConfig { network: HipSsdConfig { width_mult: 0.0625, ..Default::default() }, validation_fraction: 0.2, ..Default::default() };
-        let opts = TaskOptions { data_dir: dir.path().to_path_buf(), device: Device::Cpu, seed: 4, architecture: Some(serde_json::to_value(&arch)?) };
+        let opts = TaskOptions {
+            data_dir: dir.path().to_path_buf(),
+            device: Device::Cpu,
+            seed: 4,
+            architecture: Some(serde_json::to_value(&arch)?),
+            splits: TaskOptions::ALL_SPLITS.to_vec(),
+        };
         let mut task = HipTask::open(&opts)?;
         assert_eq!((task.num_train(), task.val.len(), task.test.len()), (5, 1, 3));
         // the labels survive pre-processing: every true point maps inside the input
-        for c in task.train.iter().chain(&task.test) {
+        for c in task.train.items()?.iter().chain(task.test.items()?) {
             for p in c.points_input.iter().flatten() {
                 assert!(p[0] > 0.0 && p[1] > 0.0 && p[0] < 511.0 && p[1] < 511.0, "{}: {p:?}", c.id);
             }
@@ -314,7 +331,12 @@ mod tests {
         for key in ["mre_mm", "risk_accuracy.abduction", "negatives", "negatives_flagged"] {
             assert!(m.get(key).is_some(), "{key} missing from {m}");
         }
-        assert_eq!(m.get("negatives").unwrap() as usize, task.test.iter().filter(|c| c.labels.side.is_none()).count());
+        assert_eq!(m.get("negatives").unwrap() as usize, task.test.items()?.iter().filter(|c| c.labels.side.is_none()).count());
+        // `ainode eval --split test` reads the test images only; the others are counted
+        let test_only = HipTask::open(&TaskOptions { splits: vec![Split::Test], ..opts.clone() })?;
+        assert_eq!((test_only.train.len(), test_only.val.len(), test_only.test.len()), (5, 1, 3));
+        assert!(test_only.train.items().is_err() && test_only.test.items().is_ok());
+        assert_eq!(test_only.hash, task.hash);
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ use crate::train::data::preprocess::{letterbox, Transform2d};
 use crate::train::data::sample::Sample;
 use crate::train::data::split::{Split, ValidationCarveOut};
 use crate::train::metrics::{self, DetectionEval, GroundTruth, Metrics, SegmentationConfig, SegmentationEval};
-use crate::train::task::{DataDescription, MetricGoal, ModelDescription, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
+use crate::train::task::{DataDescription, MetricGoal, ModelDescription, SplitData, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
 /// Architecture, pre-processing and training data settings, stored in `lung-lesions.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,27 +84,33 @@ pub struct LungTask {
     net: MaskRcnn,
     varmap: VarMap,
     device: Device,
-    train: Vec<Slice>,
-    val: Vec<Slice>,
-    test: Vec<Slice>,
+    train: SplitData<Slice>,
+    val: SplitData<Slice>,
+    test: SplitData<Slice>,
     hash: String,
     licence: String,
 }
 
-fn load_split(root: &std::path::Path, split: Split, carve_out: ValidationCarveOut) -> anyhow::Result<Vec<Slice>> {
+/// One split of lung-medseg: its index (cheap: ids, counts), and its slices
+/// decoded when the run asks for the split.
+fn open_split(root: &std::path::Path, split: Split, carve_out: ValidationCarveOut, opts: &TaskOptions) -> anyhow::Result<(Vec<String>, SplitData<Slice>)> {
     let ds = ImageMaskDataset::open(&ImageMaskConfig { carve_out, ..ImageMaskConfig::lung_medseg(root) }, split)
         .with_context(|| format!("lung-medseg index in {}", root.display()))?;
-    let mut out = Vec::with_capacity(ds.len());
-    for i in 0..ds.len() {
-        let mut sample = ds.load(i)?;
-        sample.image.channel_mut(0).iter_mut().for_each(|v| *v /= 255.0);
-        let labels = sample.labels.as_ref().with_context(|| format!("{}: no mask", ds.id(i)))?;
-        if labels.max_label() > 2 {
-            bail!("{}: mask value {} (lung-medseg masks hold 0, 1, 2)", ds.id(i), labels.max_label());
+    let ids: Vec<String> = (0..ds.len()).map(|i| ds.id(i).to_string()).collect();
+    let data = SplitData::new(split, ds.len(), opts, || {
+        let mut out = Vec::with_capacity(ds.len());
+        for i in 0..ds.len() {
+            let mut sample = ds.load(i)?;
+            sample.image.channel_mut(0).iter_mut().for_each(|v| *v /= 255.0);
+            let labels = sample.labels.as_ref().with_context(|| format!("{}: no mask", ds.id(i)))?;
+            if labels.max_label() > 2 {
+                bail!("{}: mask value {} (lung-medseg masks hold 0, 1, 2)", ds.id(i), labels.max_label());
+            }
+            out.push(Slice { id: ds.id(i).to_string(), sample });
         }
-        out.push(Slice { id: ds.id(i).to_string(), sample });
-    }
-    Ok(out)
+        Ok(out)
+    })?;
+    Ok((ids, data))
 }
 
 impl LungTask {
@@ -118,10 +124,10 @@ impl LungTask {
             bail!("{}: no index.csv; expected the lung-medseg data set (../shared/data/lung-medseg)", root.display());
         }
         let carve = ValidationCarveOut { fraction: cfg.validation_fraction, seed: opts.seed };
-        let train = load_split(root, Split::Train, carve)?;
-        let val = load_split(root, Split::Val, carve)?;
-        let test = load_split(root, Split::Test, carve)?;
-        let files: Vec<PathBuf> = train.iter().chain(&val).map(|s| PathBuf::from(&s.id)).collect();
+        let (train_ids, train) = open_split(root, Split::Train, carve, opts)?;
+        let (val_ids, val) = open_split(root, Split::Val, carve, opts)?;
+        let (_, test) = open_split(root, Split::Test, carve, opts)?;
+        let files: Vec<PathBuf> = train_ids.iter().chain(&val_ids).map(PathBuf::from).collect();
         let hash = crate::models::weights::training_data_hash(root, &files)?;
         let licence =
             "MIT (Inf-Net repository, Copyright (c) 2020 Gepeng_Ji); images from the MedSeg COVID-19 CT segmentation dataset, whose own terms apply".into();
@@ -140,11 +146,11 @@ impl LungTask {
         Ok((boxed, t))
     }
 
-    fn split(&self, split: Split) -> &[Slice] {
+    fn split(&self, split: Split) -> anyhow::Result<&[Slice]> {
         match split {
-            Split::Train => &self.train,
-            Split::Val => &self.val,
-            Split::Test => &self.test,
+            Split::Train => self.train.items(),
+            Split::Val => self.val.items(),
+            Split::Test => self.test.items(),
         }
     }
 
@@ -189,7 +195,7 @@ impl TrainTask for LungTask {
         let mut inputs = Vec::with_capacity(samples.len());
         let mut targets: Vec<InstanceTargets> = Vec::with_capacity(samples.len());
         for &i in samples {
-            let s = &self.train[i];
+            let s = &self.train.items()?[i];
             let augmented = self.cfg.augment.apply(s.sample.clone(), ctx.seed, ctx.epoch as u64, i as u64).with_context(|| format!("augmenting {}", s.id))?;
             let (input, _) = self.input(&augmented)?;
             let labels: Vec<u8> = input.labels.as_ref().map(|l| l.layer(0).iter().map(|&v| v as u8).collect()).unwrap_or_default();
@@ -214,7 +220,7 @@ impl TrainTask for LungTask {
         let mut pooled_image = SegmentationEval::new(vec!["background".into(), "lesion".into()], SegmentationConfig::default());
         let mut det = DetectionEval::new(self.cfg.network.classes.clone(), metrics::DetectionConfig { iou_threshold: 0.5, score_threshold: 0.5 });
         let classes = self.cfg.network.num_classes();
-        let slices = self.split(split);
+        let slices = self.split(split)?;
         for chunk in slices.chunks(4) {
             let mut inputs = Vec::with_capacity(chunk.len());
             let mut transforms = Vec::with_capacity(chunk.len());
@@ -323,7 +329,13 @@ mod tests {
         arch.network.mask_head_channels = 8;
         arch.network.score_threshold = 0.0;
         arch.preprocess.input_size = 128;
-        let opts = TaskOptions { data_dir: dir, device: Device::Cpu, seed: 2, architecture: Some(serde_json::to_value(&arch)?) };
+        let opts = TaskOptions {
+            data_dir: dir,
+            device: Device::Cpu,
+            seed: 2,
+            architecture: Some(serde_json::to_value(&arch)?),
+            splits: TaskOptions::ALL_SPLITS.to_vec(),
+        };
         let mut task = LungTask::open(&opts)?;
         assert_eq!((task.num_train(), task.val.len(), task.test.len()), (45, 5, 48));
         let loss = task.train_step(&[0, 1], &StepContext { epoch: 0, step: 0, seed: 2 })?;
