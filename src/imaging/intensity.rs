@@ -164,10 +164,11 @@ fn clahe_plane(p: &mut [f32], h: usize, w: usize, cfg: &ClaheConfig) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn close(a: &[f32], b: &[f32], tol: f32) {
+    /// Element-wise closeness of two value lists (also used by other modules' tests).
+    pub(crate) fn close(a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() < tol, "{a:?} vs {b:?}");

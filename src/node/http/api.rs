@@ -51,20 +51,8 @@ async fn blocking<T: serde::Serialize + Send + 'static>(what: &'static str, f: i
 /// counters, and whether each pipeline's weights are loaded.
 pub(super) async fn status(State(s): State<HttpState>) -> Response {
     let (free, floor, disk_ok) = s.disk();
-    let m = &s.metrics;
-    let l = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let counters = json!({
-        "associations_active": l(&m.associations_active),
-        "associations_accepted": l(&m.associations_accepted),
-        "associations_rejected": l(&m.associations_rejected),
-        "instances_stored": l(&m.instances_stored),
-        "instances_duplicate": l(&m.instances_duplicate),
-        "instances_refused": l(&m.instances_refused),
-        "instances_forwarded": l(&m.instances_forwarded),
-        "analyses_done": l(&m.analyses_done),
-        "analyses_failed": l(&m.analyses_failed),
-        "results_written": l(&m.results_written),
-    });
+    let mut counters: serde_json::Map<String, serde_json::Value> = s.metrics.counters().into_iter().map(|c| (c.name.to_string(), c.value.into())).collect();
+    counters.insert("associations_active".into(), s.metrics.associations_active.load(Ordering::Relaxed).into());
     let node = json!({
         "ae_title": s.cfg.node.ae_title,
         "version": env!("CARGO_PKG_VERSION"),

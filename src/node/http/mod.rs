@@ -100,22 +100,10 @@ async fn health(State(s): State<HttpState>) -> Response {
 async fn metrics_text(State(s): State<HttpState>) -> Response {
     let m = &s.metrics;
     let mut out = String::new();
-    let mut counter = |name: &str, help: &str, v: u64| {
-        out.push_str(&format!("# HELP ainode_{name} {help}\n# TYPE ainode_{name} counter\nainode_{name} {v}\n"));
-    };
+    for c in m.counters() {
+        out.push_str(&format!("# HELP ainode_{0}_total {1}\n# TYPE ainode_{0}_total counter\nainode_{0}_total {2}\n", c.name, c.help, c.value));
+    }
     let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    counter("associations_accepted_total", "Associations accepted.", l(&m.associations_accepted));
-    counter("associations_rejected_total", "Associations rejected (A-ASSOCIATE-RJ).", l(&m.associations_rejected));
-    counter("associations_aborted_total", "Associations ended by an abort or a broken connection.", l(&m.associations_aborted));
-    counter("instances_stored_total", "Instances stored (fsync'd and indexed).", l(&m.instances_stored));
-    counter("instances_duplicate_total", "Instances received again with an already stored SOP Instance UID.", l(&m.instances_duplicate));
-    counter("instances_refused_total", "C-STORE requests answered with a failure status.", l(&m.instances_refused));
-    counter("received_bytes_total", "Data set bytes received.", l(&m.bytes_received));
-    counter("instances_forwarded_total", "Instances delivered to a destination.", l(&m.instances_forwarded));
-    counter("forward_failures_total", "Failed forward attempts.", l(&m.forward_failures));
-    counter("analyses_total", "Analyze jobs finished.", l(&m.analyses_done));
-    counter("analysis_failures_total", "Failed analysis attempts.", l(&m.analyses_failed));
-    counter("results_written_total", "Result objects (SR, PR, SEG) written by analyses.", l(&m.results_written));
     out.push_str("# HELP ainode_associations_active Associations open now.\n# TYPE ainode_associations_active gauge\n");
     out.push_str(&format!("ainode_associations_active {}\n", l(&m.associations_active)));
     out.push_str("# HELP ainode_disk_free_bytes Free bytes on the spool's file system.\n# TYPE ainode_disk_free_bytes gauge\n");

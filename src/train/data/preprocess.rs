@@ -78,15 +78,9 @@ pub fn letterbox(s: &Sample, height: usize, width: usize, pad_value: f32) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imaging::intensity::tests::close;
     use crate::imaging::{Image, LabelMap};
     use crate::train::data::sample::Landmark;
-
-    fn close(a: &[f32], b: &[f32], tol: f32) {
-        assert_eq!(a.len(), b.len());
-        for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() < tol, "{a:?} vs {b:?}");
-        }
-    }
 
     #[test]
     fn letterbox_pads_centres_and_maps_points_back() {
