@@ -359,6 +359,9 @@ impl Config {
         }
         let pl = &self.pipelines;
         pl.device.parse::<crate::models::device::DeviceSpec>().map_err(|e| bad("pipelines.device", e.to_string()))?;
+        if !(0..=19).contains(&pl.nice) {
+            return Err(bad("pipelines.nice", format!("{} is not in 0..19", pl.nice)));
+        }
         let hip = &pl.hip_tha;
         if let Some(s) = hip.min_score {
             if !(0.0..=1.0).contains(&s) {

@@ -24,6 +24,9 @@ struct Cli {
     /// Config file (TOML), merged over the embedded default.
     #[arg(long, global = true, env = "AINODE_CONFIG")]
     config: Option<PathBuf>,
+    /// CPU threads for the networks (training, inference, benchmarks); default: all cores.
+    #[arg(long, global = true, env = "AINODE_THREADS")]
+    threads: Option<usize>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -147,10 +150,39 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Benchmarks that print figures (not tests).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Data tools: clustering (S21), synthetic data sets.
     Data {
         #[command(subcommand)]
         action: DataAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Inference and training-step speed of the shipped networks on the CPU,
+    /// convolution GFLOP/s against this machine's sgemm peak, the most
+    /// expensive layers (benches/cpu.py adds the PyTorch and onnxruntime peers).
+    Cpu {
+        /// Networks, comma separated (default: all shipped).
+        #[arg(long, value_delimiter = ',')]
+        networks: Option<Vec<String>>,
+        /// Timed repetitions per figure (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Images per training step (the recipes' micro-batch).
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Layers listed per network.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -322,6 +354,11 @@ enum ConfigAction {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // serve configures its threads from the config (pipelines.threads / nice) unless given here
+        let nice = if matches!(cli.cmd, Cmd::Serve) { serve_nice(&cli) } else { 0 };
+        ainode::models::threads::configure(n, nice);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("AINODE_LOG").unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
@@ -335,6 +372,11 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The niceness `serve` gives its compute threads (pipelines.nice; 0 when the config does not load).
+fn serve_nice(cli: &Cli) -> i32 {
+    Config::load(cli.config.as_deref()).map(|c| c.pipelines.nice).unwrap_or(0)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
@@ -342,6 +384,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let load = || Config::load(cli.config.as_deref());
     match cli.cmd {
+        Cmd::Bench { what: BenchWhat::Cpu { networks, rounds, batch, top, json } } => {
+            use ainode::train::bench;
+            let networks = networks.unwrap_or_else(|| bench::NETWORKS.iter().map(|s| s.to_string()).collect());
+            let report = bench::run(&bench::BenchOptions { networks, rounds, train_batch: batch.max(1), top_layers: top })?;
+            print!("{}", bench::render(&report));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(0)
+        }
         Cmd::Config { action: ConfigAction::Check } => match load() {
             Ok(cfg) => {
                 print!("{}", cfg.to_toml());
@@ -394,6 +446,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Serve => {
             let cfg = load()?;
+            // before the runtime's threads exist (a no-op when --threads did it)
+            ainode::models::threads::configure(cfg.pipelines.threads, cfg.pipelines.nice);
             runtime()?.block_on(ainode::node::serve(cfg))?;
             Ok(0)
         }

@@ -32,6 +32,8 @@ pub enum Purpose {
     Synthesis = 5,
     /// Initial weights (`models::init`): one stream per tensor.
     Initialization = 6,
+    /// Inputs of `ainode bench cpu`.
+    Benchmark = 7,
 }
 
 impl Rng {

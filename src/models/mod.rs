@@ -7,4 +7,6 @@ pub mod device;
 pub mod hip_tha;
 pub mod init;
 pub mod lung_lesions;
+pub mod profile;
+pub mod threads;
 pub mod weights;

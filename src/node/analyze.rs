@@ -116,8 +116,22 @@ pub async fn run_analysis_worker(cfg: Arc<Config>, spool: Spool, jobs: JobQueue,
         crate::node::jobs::run_jobs(claim, |job| {
             let (cfg, spool, jobs, loaded, metrics) = (cfg.clone(), spool.clone(), jobs.clone(), loaded.clone(), metrics.clone());
             async move {
-                if let Err(e) = tokio::task::spawn_blocking(move || run_job(&cfg, &spool, &jobs, &loaded, &metrics, job)).await {
-                    warn!("analysis task: {e}");
+                // its own thread at the compute niceness, not tokio's blocking pool
+                // (whose threads also fsync received instances at normal priority)
+                let nice = cfg.pipelines.nice;
+                let (done, wait) = tokio::sync::oneshot::channel();
+                let spawned = std::thread::Builder::new().name("analysis".into()).spawn(move || {
+                    crate::models::threads::set_current_thread_nice(nice);
+                    run_job(&cfg, &spool, &jobs, &loaded, &metrics, job);
+                    let _ = done.send(());
+                });
+                match spawned {
+                    Ok(_) => {
+                        if wait.await.is_err() {
+                            warn!("analysis thread ended without finishing its job (it resumes at the next start)");
+                        }
+                    }
+                    Err(e) => warn!("cannot start an analysis thread: {e}"),
                 }
             }
         })

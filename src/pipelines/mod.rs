@@ -27,6 +27,11 @@ pub fn names() -> Vec<&'static str> {
 pub struct PipelinesConfig {
     /// auto, cpu or cuda:N (auto = the first GPU when built with CUDA, else CPU).
     pub device: String,
+    /// CPU threads of the networks (0 = all cores).
+    pub threads: usize,
+    /// Niceness of the analysis threads (0-19): the DIMSE side keeps
+    /// answering while an analysis holds the cores.
+    pub nice: i32,
     #[serde(rename = "hip-tha")]
     pub hip_tha: hip_tha::HipThaSettings,
     #[serde(rename = "lung-lesions")]
@@ -35,7 +40,7 @@ pub struct PipelinesConfig {
 
 impl Default for PipelinesConfig {
     fn default() -> Self {
-        PipelinesConfig { device: "auto".into(), hip_tha: Default::default(), lung_lesions: Default::default() }
+        PipelinesConfig { device: "auto".into(), threads: 0, nice: 10, hip_tha: Default::default(), lung_lesions: Default::default() }
     }
 }
 

@@ -4,6 +4,7 @@
 //! checkpoint + resume, progress bar, JSON-lines log), metrics, the model
 //! registry and the `train` / `eval` commands.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod commands;
 pub mod data;

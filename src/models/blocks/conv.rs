@@ -9,7 +9,9 @@
 //! output), and the transposed convolution needs no output padding at all.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
+
+use super::batch_norm::BatchNorm;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConvConfig {
@@ -29,17 +31,20 @@ impl ConvConfig {
 
 /// Functional conv2d of `x` (N, C, H, W) with `w` (O, C, k, k) that trains at any stride.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig) -> Result<Tensor> {
-    let y = if super::im2col::supported(x, w) {
-        // CPU: im2col + gemm, with its own backward (blocks/im2col.rs)
+    if super::im2col::supported(x, w, bias) {
+        // CPU: im2col + gemm with the bias in the same pass, with its own backward (blocks/im2col.rs)
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         let op =
             super::im2col::Im2ColConv2d(super::im2col::KernelParams { kernel: cfg.kernel, stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation });
-        if x.track_op() || w.track_op() {
-            x.apply_op2(&w, op)?
-        } else {
-            x.apply_op2_no_bwd(&w, &op)?
-        }
-    } else if cfg.stride > 1 {
+        let tracked = x.track_op() || w.track_op() || bias.is_some_and(|b| b.track_op());
+        return match (bias, tracked) {
+            (None, true) => x.apply_op2(&w, op),
+            (None, false) => x.apply_op2_no_bwd(&w, &op),
+            (Some(b), true) => x.apply_op3(&w, &b.contiguous()?, op),
+            (Some(b), false) => x.apply_op3_no_bwd(&w, &b.contiguous()?, &op),
+        };
+    }
+    let y = if cfg.stride > 1 {
         let (_, _, h, wd) = x.dims4()?;
         let span = cfg.dilation * (cfg.kernel - 1) + 1;
         let p = cfg.padding;
@@ -122,11 +127,9 @@ impl Module for Pointwise {
 
 /// Batch norm over dim 1 of (N, C, ...) with PyTorch's parameter names
 /// (`weight`, `bias`, `running_mean`, `running_var`); running statistics are
-/// updated in training mode. candle_nn's implementation is differentiable
-/// (gradient-checked below), unlike its fused layer norm.
+/// updated in training mode (`batch_norm.rs`).
 pub fn batch_norm(vb: VarBuilder, channels: usize) -> Result<BatchNorm> {
-    let cfg = BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
-    candle_nn::batch_norm(channels, cfg, vb)
+    BatchNorm::load(vb, channels)
 }
 
 /// conv (no bias) -> batch norm -> optional ReLU; names `conv`, `bn`.
@@ -154,7 +157,18 @@ impl ConvBnAct {
 
 impl ModuleT for ConvBnAct {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        let y = if train {
+            self.bn.forward_t(&self.conv.forward(x)?, true)?
+        } else {
+            // inference: batch norm folded into the convolution (one pass less)
+            let (scale, shift) = self.bn.scale_shift()?;
+            let w = self.conv.weight.broadcast_mul(&scale.to_dtype(self.conv.weight.dtype())?.reshape(((), 1, 1, 1))?)?;
+            let b = match &self.conv.bias {
+                Some(b) => ((b * &scale)? + &shift)?,
+                None => shift,
+            };
+            conv2d(x, &w, Some(&b.to_dtype(w.dtype())?), &self.conv.cfg)?
+        };
         if self.relu {
             y.relu()
         } else {
@@ -205,6 +219,25 @@ mod tests {
                     assert!(d < 1e-10, "{case:?}: gradient differs by {d}");
                 }
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bias_in_the_same_pass_forward_and_gradients() -> Result<()> {
+        for (k, stride, pad) in [(3, 1, 1), (1, 1, 0), (3, 2, 1)] {
+            let cfg = ConvConfig { kernel: k, stride, padding: pad, dilation: 1, bias: true };
+            let x = det_tensor(&[2, 3, 7, 6], 21);
+            let w = det_tensor(&[4, 3, k, k], 22);
+            let b = det_tensor(&[4], 23);
+            let want = x.conv2d(&w, pad, stride, 1, 1)?.broadcast_add(&b.reshape((1, 4, 1, 1))?)?;
+            let got = conv2d(&x, &w, Some(&b), &cfg)?;
+            assert!((&got - &want)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12, "{cfg:?}");
+            let t = det_tensor(want.dims(), 24);
+            let eb = gradcheck(&b, |b| (conv2d(&x, &w, Some(b), &cfg)? * &t)?.sum_all())?;
+            let ex = gradcheck(&x, |x| (conv2d(x, &w, Some(&b), &cfg)? * &t)?.sum_all())?;
+            let ew = gradcheck(&w, |w| (conv2d(&x, w, Some(&b), &cfg)? * &t)?.sum_all())?;
+            assert!(eb.max(ex).max(ew) < 1e-5, "{cfg:?}: bias {eb}, x {ex}, w {ew}");
         }
         Ok(())
     }
@@ -272,6 +305,26 @@ mod tests {
         let vm2 = VarMap::new();
         let bn2 = batch_norm(VarBuilder::from_varmap(&vm2, DType::F64, &Device::Cpu), 2)?;
         assert!(gradcheck(&x0, |x| (bn2.forward_t(x, true)? * &t)?.sum_all())? < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn folded_inference_equals_conv_then_batch_norm() -> Result<()> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+        let m = ConvBnAct::load(vb, 3, 4, ConvConfig::same(3, 2, 1, false), true)?;
+        // non-trivial statistics and affine parameters
+        {
+            let data = vm.data().lock().unwrap();
+            data["bn.running_mean"].set(&det_tensor(&[4], 1))?;
+            data["bn.running_var"].set(&det_tensor(&[4], 2).abs()?.affine(1.0, 0.5)?)?;
+            data["bn.weight"].set(&det_tensor(&[4], 3))?;
+            data["bn.bias"].set(&det_tensor(&[4], 4))?;
+        }
+        let x = det_tensor(&[2, 3, 9, 8], 5);
+        let unfolded = m.bn.forward_t(&m.conv.forward(&x)?, false)?.relu()?;
+        let folded = m.forward_t(&x, false)?;
+        assert!((folded - unfolded)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-10);
         Ok(())
     }
 

@@ -12,10 +12,13 @@
 
 pub mod anchors;
 pub mod attention;
+pub mod batch_norm;
 pub mod boxes;
 pub mod conv;
 pub mod conv3d;
+pub mod cpu_pool;
 pub mod fpn;
+pub mod gemm;
 pub mod im2col;
 pub mod losses;
 pub mod mhsa;

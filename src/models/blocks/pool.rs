@@ -1,11 +1,15 @@
 //! Max and average pooling with padding and any kernel/stride (candle's
-//! pooling backward only works when kernel == stride). Each kernel offset is
+//! pooling backward only works when kernel == stride). On the CPU the custom
+//! ops of `cpu_pool.rs` run (one pass forward, one backward; checked against
+//! the general path below). Elsewhere each kernel offset is
 //! gathered with `index_select` (differentiable), then reduced elementwise.
 //! Non-overlapping windows without padding take a fast path on the input
 //! cropped to whole windows: candle's avg_pool2d (exact backward there) and a
 //! max over reshaped window axes (candle's max_pool2d backward is wrong).
 
 use candle_core::{Result, Tensor};
+
+use super::cpu_pool;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pool2dConfig {
@@ -47,6 +51,13 @@ fn native_input(x: &Tensor, cfg: &Pool2dConfig, oh: usize, ow: usize) -> Result<
 }
 
 pub fn avg_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+    if cpu_pool::supported(x) {
+        return cpu_pool::apply(x, cpu_pool::AvgPool2d(*cfg));
+    }
+    avg_pool2d_general(x, cfg)
+}
+
+fn avg_pool2d_general(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = (out_len(h, cfg)?, out_len(w, cfg)?);
     if let Some(xc) = native_input(x, cfg, oh, ow)? {
@@ -63,6 +74,13 @@ pub fn avg_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
 
 /// Max pooling; padding never wins (it is -1e30 before the max).
 pub fn max_pool2d(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
+    if cpu_pool::supported(x) {
+        return cpu_pool::apply(x, cpu_pool::MaxPool2d::new(*cfg));
+    }
+    max_pool2d_general(x, cfg)
+}
+
+fn max_pool2d_general(x: &Tensor, cfg: &Pool2dConfig) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = (out_len(h, cfg)?, out_len(w, cfg)?);
     if let Some(xc) = native_input(x, cfg, oh, ow)? {
@@ -194,6 +212,41 @@ mod tests {
         let t = det_tensor(&[2, 3, 3, 4], 62);
         assert!(gradcheck(&x, |x| (max_pool2d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
         assert!(gradcheck(&x, |x| (avg_pool2d(x, &cfg)? * &t)?.sum_all())? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn cpu_ops_equal_the_general_path_forward_and_backward() -> Result<()> {
+        for (h, w, k, s, p) in [(7, 9, 2, 2, 0), (5, 4, 3, 2, 1), (8, 8, 3, 1, 1), (6, 7, 3, 3, 0), (9, 6, 4, 2, 2), (4, 4, 1, 1, 0)] {
+            let cfg = Pool2dConfig { kernel: k, stride: s, padding: p };
+            let x = det_tensor(&[2, 3, h, w], 71);
+            for max in [true, false] {
+                let (fast, general) =
+                    if max { (max_pool2d(&x, &cfg)?, max_pool2d_general(&x, &cfg)?) } else { (avg_pool2d(&x, &cfg)?, avg_pool2d_general(&x, &cfg)?) };
+                assert_eq!(fast.dims(), general.dims(), "{cfg:?}");
+                let diff = (&fast - &general)?.abs()?.max_all()?.to_scalar::<f64>()?;
+                assert!(diff < 1e-12, "{cfg:?} max={max}: {diff}");
+                let t = det_tensor(fast.dims(), 72);
+                let pool = |x: &Tensor| if max { max_pool2d(x, &cfg) } else { avg_pool2d(x, &cfg) };
+                let e = gradcheck(&x, |x| (pool(x)? * &t)?.sum_all())?;
+                assert!(e < 1e-5, "{cfg:?} max={max}: {e}");
+            }
+        }
+        // f32 runs the same op
+        let x = det_tensor(&[1, 2, 6, 6], 73);
+        let cfg = Pool2dConfig { kernel: 3, stride: 2, padding: 1 };
+        let d = (max_pool2d(&x.to_dtype(candle_core::DType::F32)?, &cfg)?.to_dtype(candle_core::DType::F64)? - max_pool2d_general(&x, &cfg)?)?;
+        assert!(d.abs()?.max_all()?.to_scalar::<f64>()? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn max_pool_gradient_goes_to_the_first_maximum_once() -> Result<()> {
+        // ties: PyTorch gives the whole gradient to the first maximum of the window
+        let x = candle_core::Var::from_tensor(&Tensor::ones((1, 1, 2, 2), candle_core::DType::F64, &Device::Cpu)?)?;
+        let y = max_pool2d(&x, &Pool2dConfig { kernel: 2, stride: 2, padding: 0 })?;
+        let g = y.sum_all()?.backward()?;
+        assert_eq!(g.get(&x).unwrap().flatten_all()?.to_vec1::<f64>()?, vec![1., 0., 0., 0.]);
         Ok(())
     }
 

@@ -5,10 +5,10 @@
 //! torchvision (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`, ...)
 //! so that reference weights map one to one.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, VarBuilder};
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
 
-use super::conv::{batch_norm, Conv2d, ConvBnAct, ConvConfig};
+use super::conv::{ConvBnAct, ConvConfig};
 use super::pool::{avg_pool2d, max_pool2d, Pool2dConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -121,7 +121,7 @@ impl ResNetConfig {
 #[derive(Debug, Clone)]
 pub struct ResidualBlock {
     convs: Vec<ConvBnAct>,
-    downsample: Option<(Conv2d, BatchNorm)>,
+    downsample: Option<ConvBnAct>,
 }
 
 impl ResidualBlock {
@@ -142,7 +142,7 @@ impl ResidualBlock {
         };
         let downsample = if stride != 1 || in_c != out_c {
             let cfg = ConvConfig { kernel: 1, stride, padding: 0, dilation: 1, bias: false };
-            Some((Conv2d::load(vb.pp("downsample.0"), in_c, out_c, cfg)?, batch_norm(vb.pp("downsample.1"), out_c)?))
+            Some(ConvBnAct::load_named(&vb, "downsample.0", "downsample.1", in_c, out_c, cfg, false)?)
         } else {
             None
         };
@@ -157,7 +157,7 @@ impl ModuleT for ResidualBlock {
             y = c.forward_t(&y, train)?;
         }
         let skip = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
+            Some(down) => down.forward_t(x, train)?,
             None => x.clone(),
         };
         (y + skip)?.relu()

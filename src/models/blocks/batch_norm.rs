@@ -1,0 +1,308 @@
+//! Batch normalisation over dim 1 of (N, C, ...) with PyTorch's parameter
+//! names (`weight`, `bias`, `running_mean`, `running_var`) and semantics
+//! (biased variance to normalise, unbiased into the running estimate,
+//! momentum 0.1). candle_nn's layer builds training mode from ten tensor ops
+//! (transpose, copies, broadcasts), each with its backward; on the CPU this
+//! one is a custom op: one pass for the statistics, one to normalise, and the
+//! closed-form backward in two passes. Elsewhere candle_nn's formula runs.
+//! In inference mode `scale_shift` gives the per-channel affine map that
+//! `conv::ConvBnAct` folds into its convolution.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, ModuleT, Result, Shape, Tensor, Var, WithDType};
+use candle_nn::{BatchNormConfig, VarBuilder};
+use rayon::prelude::*;
+
+use crate::models::profile;
+
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+    /// candle_nn's layer over the same tensors: the non-CPU path.
+    reference: candle_nn::BatchNorm,
+}
+
+impl BatchNorm {
+    pub fn load(vb: VarBuilder, channels: usize) -> Result<BatchNorm> {
+        let cfg = BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 };
+        let reference = candle_nn::batch_norm(channels, cfg, vb)?;
+        let (weight, bias) = reference.weight_and_bias().expect("affine");
+        Ok(BatchNorm {
+            weight: weight.clone(),
+            bias: bias.clone(),
+            // shares the VarMap's storage: updates are saved with the weights
+            running_mean: Var::from_tensor(reference.running_mean())?,
+            running_var: Var::from_tensor(reference.running_var())?,
+            eps: cfg.eps,
+            momentum: cfg.momentum,
+            reference,
+        })
+    }
+
+    /// Inference mode as y = x · scale + shift per channel (both (C,), detached).
+    pub fn scale_shift(&self) -> Result<(Tensor, Tensor)> {
+        let scale = (self.weight.detach() / (self.running_var.as_detached_tensor() + self.eps)?.sqrt()?)?;
+        let shift = (self.bias.detach() - (self.running_mean.as_detached_tensor() * &scale)?)?;
+        Ok((scale, shift))
+    }
+
+    fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        let stats = Arc::new(Mutex::new(Vec::new()));
+        let op = BatchNormTrain { eps: self.eps, stats: stats.clone() };
+        let x = x.contiguous()?;
+        let y = if x.track_op() || self.weight.track_op() || self.bias.track_op() {
+            x.apply_op3(&self.weight, &self.bias, op)?
+        } else {
+            x.apply_op3_no_bwd(&self.weight, &self.bias, &op)?
+        };
+        // running statistics as PyTorch: unbiased variance, momentum 0.1
+        let per_channel = x.elem_count() / x.dim(1)?.max(1);
+        let (mean, var): (Vec<f64>, Vec<f64>) = stats.lock().expect("bn stats").iter().copied().unzip();
+        let unbias = if per_channel > 1 { per_channel as f64 / (per_channel as f64 - 1.0) } else { 1.0 };
+        let m = self.momentum;
+        let dev = x.device();
+        let dt = self.running_mean.dtype();
+        let mean = Tensor::from_vec(mean, self.running_mean.shape(), dev)?.to_dtype(dt)?;
+        let var = (Tensor::from_vec(var, self.running_var.shape(), dev)?.to_dtype(dt)? * unbias)?;
+        self.running_mean.set(&((self.running_mean.as_detached_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.running_var.set(&((self.running_var.as_detached_tensor() * (1.0 - m))? + (var * m)?)?)?;
+        Ok(y)
+    }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let cpu = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == self.weight.dtype() && x.rank() >= 2;
+        match (train, cpu) {
+            (true, true) => self.forward_train_cpu(x),
+            (true, false) => self.reference.forward_t(x, true),
+            (false, _) => {
+                let (scale, shift) = self.scale_shift()?;
+                let mut shape = vec![1; x.rank()];
+                shape[1] = scale.elem_count();
+                x.broadcast_mul(&scale.reshape(shape.as_slice())?)?.broadcast_add(&shift.reshape(shape.as_slice())?)
+            }
+        }
+    }
+}
+
+/// The training-mode normalisation of x (N, C, S...) with weight and bias
+/// (C,); keeps each channel's batch mean and biased variance for the caller.
+struct BatchNormTrain {
+    eps: f64,
+    /// Per channel (mean, biased variance) of the forward pass, shared with
+    /// the layer (running statistics) and the backward pass.
+    stats: Arc<Mutex<Vec<(f64, f64)>>>,
+}
+
+/// (N, C, S) of a layout of rank >= 2.
+fn ncs(dims: &[usize]) -> (usize, usize, usize) {
+    (dims[0], dims[1], dims[2..].iter().product())
+}
+
+fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("batch norm: non-contiguous tensor"),
+    }
+}
+
+/// Per channel (mean, biased variance) of x (N, C, S), in f64, channels in parallel.
+fn channel_stats<T: WithDType>(x: &[T], (n, c, s): (usize, usize, usize)) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let count = (n * s) as f64;
+            let planes = || (0..n).map(move |b| &x[(b * c + ch) * s..][..s]);
+            let mean = planes().map(|p| p.iter().map(|v| v.to_f64()).sum::<f64>()).sum::<f64>() / count;
+            let var = planes().map(|p| p.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>()).sum::<f64>() / count;
+            (mean, var)
+        })
+        .collect()
+}
+
+impl BatchNormTrain {
+    fn forward<T: WithDType>(&self, x: &[T], xl: &Layout, w: &[T], wl: &Layout, b: &[T], bl: &Layout) -> Result<Vec<T>> {
+        let (n, c, s) = ncs(xl.dims());
+        let (x, w, b) = (contiguous(x, xl)?, contiguous(w, wl)?, contiguous(b, bl)?);
+        if w.len() != c || b.len() != c {
+            candle_core::bail!("batch norm: {c} channels but weight {} and bias {}", w.len(), b.len());
+        }
+        let stats = channel_stats(x, (n, c, s));
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(plane, (yp, xp))| {
+            let ch = plane % c;
+            let (mean, var) = stats[ch];
+            let scale = w[ch].to_f64() / (var + self.eps).sqrt();
+            let shift = b[ch].to_f64() - mean * scale;
+            let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
+            for (o, v) in yp.iter_mut().zip(xp) {
+                *o = *v * scale + shift;
+            }
+        });
+        *self.stats.lock().expect("bn stats") = stats;
+        Ok(y)
+    }
+
+    /// dx, dw, db of y = x̂·w + b with x̂ = (x - mean) / sqrt(var + eps):
+    /// db = Σ dy, dw = Σ dy·x̂, dx = w / σ · (dy - db/M - x̂ · dw/M).
+    fn backward<T: WithDType>(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (n, c, s) = ncs(x.dims());
+        let xv = x.contiguous()?.flatten_all()?.to_vec1::<T>()?;
+        let wv = w.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let dy = grad.contiguous()?.flatten_all()?.to_vec1::<T>()?;
+        let stats = self.stats.lock().expect("bn stats").clone();
+        if stats.len() != c {
+            candle_core::bail!("batch norm backward without its forward pass");
+        }
+        let m = (n * s) as f64;
+        // per channel Σ dy and Σ dy·x̂
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mean, var) = stats[ch];
+                let inv = 1.0 / (var + self.eps).sqrt();
+                let (mut sd, mut sdx) = (0.0, 0.0);
+                for b in 0..n {
+                    let at = (b * c + ch) * s;
+                    for (g, v) in dy[at..at + s].iter().zip(&xv[at..at + s]) {
+                        let g = g.to_f64();
+                        sd += g;
+                        sdx += g * (v.to_f64() - mean) * inv;
+                    }
+                }
+                (sd, sdx)
+            })
+            .collect();
+        let mut dx = vec![T::zero(); xv.len()];
+        dx.par_chunks_mut(s.max(1)).enumerate().for_each(|(plane, d)| {
+            let ch = plane % c;
+            let (mean, var) = stats[ch];
+            let inv = 1.0 / (var + self.eps).sqrt();
+            let (sd, sdx) = sums[ch];
+            let k = wv[ch] * inv;
+            let at = plane * s;
+            for ((o, g), v) in d.iter_mut().zip(&dy[at..at + s]).zip(&xv[at..at + s]) {
+                let xhat = (v.to_f64() - mean) * inv;
+                *o = T::from_f64(k * (g.to_f64() - sd / m - xhat * sdx / m));
+            }
+        });
+        let dt = w.dtype();
+        let dw = Tensor::from_vec(sums.iter().map(|p| p.1).collect::<Vec<f64>>(), c, w.device())?.to_dtype(dt)?;
+        let db = Tensor::from_vec(sums.iter().map(|p| p.0).collect::<Vec<f64>>(), c, w.device())?.to_dtype(dt)?;
+        Ok((Tensor::from_vec(dx, x.shape(), x.device())?, dw, db))
+    }
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "cpu-batch-norm-train"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        profile::record(
+            || format!("batch norm on {:?} forward", l1.dims()),
+            0.0,
+            || match (s1, s2, s3) {
+                (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => Ok((CpuStorage::F32(self.forward(x, l1, w, l2, b, l3)?), l1.shape().clone())),
+                (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => Ok((CpuStorage::F64(self.forward(x, l1, w, l2, b, l3)?), l1.shape().clone())),
+                _ => candle_core::bail!("batch norm: f32 or f64 tensors of one dtype"),
+            },
+        )
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = profile::record(
+            || format!("batch norm on {:?} backward", x.dims()),
+            0.0,
+            || match x.dtype() {
+                DType::F32 => self.backward::<f32>(x, w, grad),
+                DType::F64 => self.backward::<f64>(x, w, grad),
+                dt => candle_core::bail!("batch norm: no backward for {dt:?}"),
+            },
+        )?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::blocks::testing::{det_tensor, gradcheck};
+    use candle_core::Device;
+    use candle_nn::VarMap;
+
+    fn layer(seed: u64) -> Result<(VarMap, BatchNorm)> {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
+        let bn = BatchNorm::load(vb, 3)?;
+        // non-trivial affine parameters
+        let data = vm.data().lock().unwrap();
+        data["weight"].set(&det_tensor(&[3], seed).affine(1.0, 1.5)?)?;
+        data["bias"].set(&det_tensor(&[3], seed + 1))?;
+        drop(data);
+        Ok((vm, bn))
+    }
+
+    #[test]
+    fn training_mode_equals_candle_nn_with_running_statistics() -> Result<()> {
+        let (vm_a, ours) = layer(5)?;
+        let (vm_b, _) = layer(5)?;
+        let reference = candle_nn::batch_norm(
+            3,
+            BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 },
+            VarBuilder::from_varmap(&vm_b, DType::F64, &Device::Cpu),
+        )?;
+        let x = (det_tensor(&[4, 3, 5, 2], 9) * 3.0)?.affine(1.0, 2.0)?;
+        let (a, b) = (ours.forward_t(&x, true)?, reference.forward_t(&x, true)?);
+        assert!((a - b)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-10);
+        for name in ["running_mean", "running_var"] {
+            let (ra, rb) = (vm_a.data().lock().unwrap()[name].as_tensor().clone(), vm_b.data().lock().unwrap()[name].as_tensor().clone());
+            assert!((ra - rb)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-10, "{name}");
+        }
+        // inference mode uses the running statistics (equal to candle_nn's)
+        let (a, b) = (ours.forward_t(&x, false)?, reference.forward_t(&x, false)?);
+        assert!((a - b)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-10);
+        // 3D input (N, C, D, H, W)
+        let x5 = det_tensor(&[2, 3, 2, 3, 2], 10);
+        let (a, b) = (ours.forward_t(&x5, true)?, reference.forward_t(&x5, true)?);
+        assert!((a - b)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-10);
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_of_input_weight_and_bias() -> Result<()> {
+        let (vm, bn) = layer(11)?;
+        let x = (det_tensor(&[3, 3, 4, 3], 12) * 2.0)?;
+        let t = det_tensor(&[3, 3, 4, 3], 13);
+        let e = gradcheck(&x, |x| (bn.forward_t(x, true)? * &t)?.sum_all())?;
+        assert!(e < 1e-5, "{e}");
+        for name in ["weight", "bias"] {
+            let v = vm.data().lock().unwrap()[name].clone();
+            let y = (bn.forward_t(&x, true)? * &t)?.sum_all()?;
+            let g = y.backward()?;
+            let got = g.get(v.as_tensor()).expect("gradient").to_vec1::<f64>()?;
+            // central differences on the parameter
+            let base = v.as_tensor().to_vec1::<f64>()?;
+            for c in 0..3 {
+                let f = |d: f64| -> Result<f64> {
+                    let mut p = base.clone();
+                    p[c] += d;
+                    v.set(&Tensor::new(p.as_slice(), &Device::Cpu)?)?;
+                    let r = (bn.forward_t(&x, true)? * &t)?.sum_all()?.to_scalar::<f64>();
+                    v.set(&Tensor::new(base.as_slice(), &Device::Cpu)?)?;
+                    r
+                };
+                let num = (f(1e-6)? - f(-1e-6)?) / 2e-6;
+                assert!((num - got[c]).abs() < 1e-5, "{name}[{c}]: {num} vs {}", got[c]);
+            }
+        }
+        Ok(())
+    }
+}
