@@ -298,7 +298,7 @@ impl MaskHead {
     fn forward(&self, pooled: &Tensor) -> Result<Tensor> {
         let mut x = pooled.clone();
         for c in &self.convs {
-            x = c.forward(&x)?.relu()?;
+            x = c.forward_relu(&x)?;
         }
         let (p, _, h, w) = x.dims4()?;
         let y = self.deconv.forward(&x)?; // (P, 4C, H, W), channel = c·4 + dy·2 + dx

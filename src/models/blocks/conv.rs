@@ -31,11 +31,16 @@ impl ConvConfig {
 
 /// Functional conv2d of `x` (N, C, H, W) with `w` (O, C, k, k) that trains at any stride.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig) -> Result<Tensor> {
+    conv2d_act(x, w, bias, cfg, false)
+}
+
+/// `conv2d` followed by a ReLU when `relu`: one pass on the CPU.
+pub fn conv2d_act(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig, relu: bool) -> Result<Tensor> {
     if super::im2col::supported(x, w, bias) {
-        // CPU: im2col + gemm with the bias in the same pass, with its own backward (blocks/im2col.rs)
+        // CPU: im2col + gemm with bias and ReLU in the same pass, with its own backward (blocks/im2col.rs)
         let (x, w) = (x.contiguous()?, w.contiguous()?);
-        let op =
-            super::im2col::Im2ColConv2d(super::im2col::KernelParams { kernel: cfg.kernel, stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation });
+        let params = super::im2col::KernelParams { kernel: cfg.kernel, stride: cfg.stride, padding: cfg.padding, dilation: cfg.dilation };
+        let op = super::im2col::Im2ColConv2d::new(params, relu);
         let tracked = x.track_op() || w.track_op() || bias.is_some_and(|b| b.track_op());
         return match (bias, tracked) {
             (None, true) => x.apply_op2(&w, op),
@@ -44,6 +49,16 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig) -
             (Some(b), false) => x.apply_op3_no_bwd(&w, &b.contiguous()?, &op),
         };
     }
+    let y = conv2d_reference(x, w, bias, cfg)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// candle's conv2d (elsewhere than on the CPU), cropped so that it trains at any stride.
+fn conv2d_reference(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: &ConvConfig) -> Result<Tensor> {
     let y = if cfg.stride > 1 {
         let (_, _, h, wd) = x.dims4()?;
         let span = cfg.dilation * (cfg.kernel - 1) + 1;
@@ -90,6 +105,13 @@ impl Conv2d {
 
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
+    }
+}
+
+impl Conv2d {
+    /// The convolution then a ReLU, in one pass on the CPU.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d_act(x, &self.weight, self.bias.as_ref(), &self.cfg, true)
     }
 }
 
@@ -167,7 +189,7 @@ impl ModuleT for ConvBnAct {
                 Some(b) => ((b * &scale)? + &shift)?,
                 None => shift,
             };
-            conv2d(x, &w, Some(&b.to_dtype(w.dtype())?), &self.conv.cfg)?
+            return conv2d_act(x, &w, Some(&b.to_dtype(w.dtype())?), &self.conv.cfg, self.relu);
         };
         if self.relu {
             y.relu()

@@ -106,14 +106,20 @@ impl Geometry {
     /// window lies in the padding.
     fn im2col_channel<T: WithDType>(&self, plane: &[T], y0: usize, rows: usize, chunk: &mut [T]) {
         let cols = rows * self.ow;
-        chunk.fill(T::zero());
         for kh in 0..self.k {
             for kw in 0..self.k {
                 let (dx, first, last) = self.columns(kw);
                 let tap = &mut chunk[(kh * self.k + kw) * cols..][..cols];
                 for oy in 0..rows {
-                    let Some(iy) = self.input_row(y0 + oy, kh) else { continue };
-                    let (dst, src) = (&mut tap[oy * self.ow..][..self.ow], &plane[iy * self.w..][..self.w]);
+                    let dst = &mut tap[oy * self.ow..][..self.ow];
+                    // zeros only where the window lies in the padding (the buffer is reused)
+                    let Some(iy) = self.input_row(y0 + oy, kh) else {
+                        dst.fill(T::zero());
+                        continue;
+                    };
+                    dst[..first].fill(T::zero());
+                    dst[last..].fill(T::zero());
+                    let src = &plane[iy * self.w..][..self.w];
                     if self.s == 1 {
                         dst[first..last].copy_from_slice(&src[self.input_col(first, dx)..][..last - first]);
                     } else {
@@ -231,7 +237,7 @@ impl Geometry {
 }
 
 /// y (N, O, P) = conv(x) (+ bias), on slices: x (N, C, H, W), w (O, kc).
-fn conv_forward<T: WithDType>(g: &Geometry, n: usize, o: usize, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+fn conv_forward<T: WithDType>(g: &Geometry, n: usize, o: usize, x: &[T], w: &[T], bias: Option<&[T]>, relu: bool) -> Vec<T> {
     let (plane, p, kc) = (g.c * g.h * g.w, g.oh * g.ow, g.kc());
     let wm = View::row_major(w, o, kc);
     let mut out = vec![T::zero(); n * o * p];
@@ -248,7 +254,15 @@ fn conv_forward<T: WithDType>(g: &Geometry, n: usize, o: usize, x: &[T], w: &[T]
                 // SAFETY: this tile writes rows 0..o of image b at columns
                 // y0·ow .. (y0 + rows)·ow: inside `out` (n·o·p), and no other
                 // tile's (images and row ranges are disjoint)
-                unsafe { matmul_ptr(dst.ptr().add(b * o * p + y0 * g.ow), p, wm, rhs, acc, Threads::One) };
+                unsafe {
+                    let at = dst.ptr().add(b * o * p + y0 * g.ow);
+                    matmul_ptr(at, p, wm, rhs, acc, Threads::One);
+                    if relu {
+                        for oc in 0..o {
+                            relu_in_place(std::slice::from_raw_parts_mut(at.add(oc * p), rows * g.ow));
+                        }
+                    }
+                };
             },
         );
         return out;
@@ -264,7 +278,18 @@ fn conv_forward<T: WithDType>(g: &Geometry, n: usize, o: usize, x: &[T], w: &[T]
             matmul(&mut y[y0 * g.ow..], p, wm, View::row_major(&col, kc, rows * g.ow), acc);
         }
     }
+    if relu {
+        out.par_chunks_mut(p.max(1)).for_each(relu_in_place);
+    }
     out
+}
+
+fn relu_in_place<T: WithDType>(v: &mut [T]) {
+    for a in v {
+        if !(*a > T::zero()) {
+            *a = T::zero();
+        }
+    }
 }
 
 /// dW (O, kc) = Σ over images and positions of dy · colᵀ.
@@ -324,7 +349,7 @@ fn conv_grad_input<T: WithDType>(g: &Geometry, n: usize, o: usize, w: &[T], dy: 
         let back = KernelParams { kernel: k, stride: 1, padding: reach - g.p, dilation: g.d };
         let gt = Geometry::new(o, g.oh, g.ow, &back)?;
         debug_assert_eq!((gt.oh, gt.ow), (g.h, g.w));
-        return Ok(conv_forward(&gt, n, g.c, dy, &wt, None));
+        return Ok(conv_forward(&gt, n, g.c, dy, &wt, None, false));
     }
     let wt = View::row_major(w, o, kc).t();
     let mut dx = vec![T::zero(); n * plane];
@@ -344,9 +369,21 @@ fn conv_grad_input<T: WithDType>(g: &Geometry, n: usize, o: usize, w: &[T], dy: 
     Ok(dx)
 }
 
-/// conv2d without bias of x (N, C, H, W) with w (O, C, k, k): apply with
-/// `x.apply_op2(&w, Im2ColConv2d(cfg))` (trainable) or `apply_op2_no_bwd`.
-pub struct Im2ColConv2d(pub KernelParams);
+/// conv2d of x (N, C, H, W) with w (O, C, k, k), optionally followed by a
+/// ReLU in the same pass: apply with `x.apply_op2(&w, op)` (trainable) or
+/// `apply_op2_no_bwd`, or with a bias `x.apply_op3(&w, &bias, op)`.
+pub struct Im2ColConv2d {
+    pub params: KernelParams,
+    /// max(0, ·) on each tile as it leaves the gemm; the backward pass masks
+    /// the gradient by the saved output.
+    pub relu: bool,
+}
+
+impl Im2ColConv2d {
+    pub fn new(params: KernelParams, relu: bool) -> Im2ColConv2d {
+        Im2ColConv2d { params, relu }
+    }
+}
 
 fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
@@ -368,7 +405,7 @@ fn with_cpu_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>
 impl Im2ColConv2d {
     /// The profile key of this convolution on input `x` (N, C, H, W) with `o` outputs.
     fn profile_key(&self, x: &[usize], o: usize, pass: &str) -> String {
-        let KernelParams { kernel: k, stride, dilation, .. } = self.0;
+        let KernelParams { kernel: k, stride, dilation, .. } = self.params;
         let dil = if dilation > 1 { format!(" dil {dilation}") } else { String::new() };
         format!(
             "conv {k}x{k}/{stride}{dil} {}->{o} at {}x{} (batch {}) {pass}",
@@ -391,10 +428,10 @@ impl Im2ColConv2d {
         let (&[n, c, h, wd], &[o, wc, k, k2]) = (x, w) else {
             candle_core::bail!("conv2d: input {x:?} and weight {w:?} must be 4D");
         };
-        if wc != c || k != k2 || k != self.0.kernel {
-            candle_core::bail!("conv2d: weight {w:?} does not fit input {x:?} and kernel {}", self.0.kernel);
+        if wc != c || k != k2 || k != self.params.kernel {
+            candle_core::bail!("conv2d: weight {w:?} does not fit input {x:?} and kernel {}", self.params.kernel);
         }
-        Ok((n, o, Geometry::new(c, h, wd, &self.0)?))
+        Ok((n, o, Geometry::new(c, h, wd, &self.params)?))
     }
 
     /// The convolution, plus `bias` (O,) when given: the output starts as
@@ -406,7 +443,7 @@ impl Im2ColConv2d {
                 candle_core::bail!("conv2d: bias of {} for {o} output channels", b.len());
             }
         }
-        let out = conv_forward(&g, n, o, contiguous(x, xl)?, contiguous(w, wl)?, bias);
+        let out = conv_forward(&g, n, o, contiguous(x, xl)?, contiguous(w, wl)?, bias, self.relu);
         Ok((out, Shape::from((n, o, g.oh, g.ow))))
     }
 
@@ -452,6 +489,27 @@ impl Im2ColConv2d {
         )
     }
 
+    /// The gradient at the convolution's own output: with the fused ReLU,
+    /// zero where the saved output `res` is not positive.
+    fn grad_before_relu(&self, res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        if !self.relu {
+            return Ok(grad.clone());
+        }
+        fn mask<T: WithDType>(res: &Tensor, grad: &Tensor) -> Result<Tensor> {
+            let v = with_cpu_slice::<T, _>(res, |r| {
+                with_cpu_slice::<T, _>(grad, |g| {
+                    Ok(r.par_iter().zip(g.par_iter()).map(|(&r, &g)| if r > T::zero() { g } else { T::zero() }).collect::<Vec<T>>())
+                })
+            })?;
+            Tensor::from_vec(v, grad.shape(), grad.device())
+        }
+        match grad.dtype() {
+            DType::F32 => mask::<f32>(res, grad),
+            DType::F64 => mask::<f64>(res, grad),
+            dt => candle_core::bail!("im2col conv2d: no backward for {dt:?}"),
+        }
+    }
+
     fn cpu_backward(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
         // an input that is no variable and no result of one (an image) gets no gradient
         let want_dx = x.track_op();
@@ -477,13 +535,14 @@ impl CustomOp2 for Im2ColConv2d {
         self.cpu_forward((s1, l1), (s2, l2), None)
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.cpu_backward(x, w, grad)?;
+    fn bwd(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = self.grad_before_relu(res, grad)?;
+        let (dx, dw) = self.cpu_backward(x, w, &grad)?;
         Ok((dx, Some(dw)))
     }
 }
 
-/// With a bias (O,) as third argument: `x.apply_op3(&w, &bias, Im2ColConv2d(cfg))`.
+/// With a bias (O,) as third argument: `x.apply_op3(&w, &bias, Im2ColConv2d::new(cfg, false))`.
 impl CustomOp3 for Im2ColConv2d {
     fn name(&self) -> &'static str {
         "im2col-conv2d-bias"
@@ -493,8 +552,9 @@ impl CustomOp3 for Im2ColConv2d {
         self.cpu_forward((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.cpu_backward(x, w, grad)?;
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = self.grad_before_relu(res, grad)?;
+        let (dx, dw) = self.cpu_backward(x, w, &grad)?;
         // dbias: the output gradient summed over batch and positions
         let db = grad.sum(3)?.sum(2)?.sum(0)?;
         Ok((dx, Some(dw), Some(db)))
@@ -529,8 +589,12 @@ pub(crate) mod tests {
 
     /// (y, dx, dw) of the op under a forced split.
     fn run(x: &Var, w: &Var, cfg: KernelParams, tile_rows: usize, t: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        run_op(x, w, Im2ColConv2d::new(cfg, false), tile_rows, t)
+    }
+
+    fn run_op(x: &Var, w: &Var, op: Im2ColConv2d, tile_rows: usize, t: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         FORCE_TILE_ROWS.set(Some(tile_rows));
-        let y = x.apply_op2(w, Im2ColConv2d(cfg))?;
+        let y = x.apply_op2(w, op)?;
         let g = (&y * t)?.sum_all()?.backward()?;
         FORCE_TILE_ROWS.set(None);
         Ok((y, g.get(x).unwrap().clone(), g.get(w).unwrap().clone()))
@@ -560,6 +624,18 @@ pub(crate) mod tests {
                 assert!(max_diff(&y, &y0) < 1e-12, "{case:?} rows {rows}: y");
                 assert!(max_diff(&dx, &dx0) < 1e-12, "{case:?} rows {rows}: dx");
                 assert!(max_diff(&dw, &dw0) < 1e-12, "{case:?} rows {rows}: dw");
+            }
+            // the fused ReLU equals conv then candle's relu, forward and backward, on both splits
+            // (candle's backward only at stride 1: it fails on mixed parity at stride 2)
+            let fused_ref = reference.relu()?;
+            let g_ref = if s == 1 { Some((&fused_ref * &t)?.sum_all()?.backward()?) } else { None };
+            for rows in [0, 2] {
+                let (y, dx, dw) = run_op(&x, &wt, Im2ColConv2d::new(cfg, true), rows, &t)?;
+                assert!(max_diff(&y, &fused_ref) < 1e-12, "{case:?} relu rows {rows}: y");
+                if let Some(g_ref) = &g_ref {
+                    assert!(max_diff(&dx, g_ref.get(&x).unwrap()) < 1e-10, "{case:?} relu rows {rows}: dx");
+                    assert!(max_diff(&dw, g_ref.get(&wt).unwrap()) < 1e-10, "{case:?} relu rows {rows}: dw");
+                }
             }
             if s == 1 {
                 // candle's own backward is right at stride 1

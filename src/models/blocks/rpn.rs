@@ -100,7 +100,7 @@ impl RpnHead {
 
     /// One level: objectness (N, A, H, W) and deltas (N, 4A, H, W).
     pub fn forward_level(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let t = self.conv.forward(x)?.relu()?;
+        let t = self.conv.forward_relu(x)?;
         Ok((self.cls_logits.forward(&t)?, self.bbox_pred.forward(&t)?))
     }
 

@@ -93,18 +93,18 @@ impl VggSsd {
                 y = max_pool2d(&y, &pool2)?;
             }
             for c in convs {
-                y = c.forward(&y)?.relu()?;
+                y = c.forward_relu(&y)?;
             }
             if b == 3 {
                 sources.push(l2_normalize_channels(&y, &self.l2norm_weight)?);
             }
         }
         y = max_pool2d(&y, &Pool2dConfig { kernel: 3, stride: 1, padding: 1 })?;
-        y = self.conv6.forward(&y)?.relu()?;
-        y = self.conv7.forward(&y)?.relu()?;
+        y = self.conv6.forward_relu(&y)?;
+        y = self.conv7.forward_relu(&y)?;
         sources.push(y.clone());
         for (a, b) in &self.extras {
-            y = b.forward(&a.forward(&y)?.relu()?)?.relu()?;
+            y = b.forward_relu(&a.forward_relu(&y)?)?;
             sources.push(y.clone());
         }
         Ok(sources)
