@@ -43,6 +43,24 @@ def median_ms(fn, rounds: int) -> float:
     return statistics.median(t)
 
 
+def figures(net, one, loss, rounds, batch):
+    """Inference ms per image (batch 1, no grad) and training-step ms per image (loss, backward, AdamW)."""
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
+
+    def infer():
+        with torch.no_grad():
+            net.eval()
+            net(one)
+
+    def step():
+        net.train()
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+
+    return {"inference_ms_per_image": median_ms(infer, rounds), "train_step_ms_per_image": median_ms(step, rounds) / batch}
+
+
 def scaled(c: int, m: float) -> int:
     return max(1, round(c * m))
 
@@ -168,21 +186,12 @@ def bench_ssd(rounds, batch):
     xb = torch.randn(batch, 1, 512, 512)
     g = torch.Generator().manual_seed(1)
     points = [[(float(torch.rand(1, generator=g)) * 300 + 100, float(torch.rand(1, generator=g)) * 300 + 100) for _ in range(10)] for _ in range(batch)]
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
 
-    def infer():
-        with torch.no_grad():
-            net.eval()
-            net(one)
-
-    def step():
-        net.train()
-        opt.zero_grad()
+    def loss():
         cls, loc = net(xb)
-        multibox_loss(cls, loc, priors, points).backward()
-        opt.step()
+        return multibox_loss(cls, loc, priors, points)
 
-    return net, one, {"inference_ms_per_image": median_ms(infer, rounds), "train_step_ms_per_image": median_ms(step, rounds) / batch}
+    return net, one, figures(net, one, loss, rounds, batch)
 
 
 # ---------------------------------------------------------------- lung-lesions Mask R-CNN
@@ -276,23 +285,10 @@ def bench_mask_rcnn(rounds, batch):
     one = [torch.randn(1, 384, 384)]
     xb = [torch.randn(1, 384, 384) for _ in range(batch)]
     targets = [lung_targets() for _ in range(batch)]
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
-
-    def infer():
-        with torch.no_grad():
-            net.eval()
-            net(one)
-
-    def step():
-        net.train()
-        opt.zero_grad()
-        sum(net(xb, targets).values()).backward()
-        opt.step()
-
-    return net, one, {"inference_ms_per_image": median_ms(infer, rounds), "train_step_ms_per_image": median_ms(step, rounds) / batch}
+    return net, one, figures(net, one, lambda: sum(net(xb, targets).values()), rounds, batch)
 
 
-def onnx_inference_ms(net, example, rounds, tuple_input):
+def onnx_inference_ms(net, example, rounds):
     """onnxruntime inference of the module exported with torch.onnx; (ms, None) or (None, why)."""
     try:
         import onnxruntime as ort
@@ -301,8 +297,7 @@ def onnx_inference_ms(net, example, rounds, tuple_input):
     net.eval()
     buf = io.BytesIO()
     try:
-        args = (example,) if tuple_input else (example,)
-        torch.onnx.export(net, args, buf, opset_version=17, input_names=["input"], dynamo=False)
+        torch.onnx.export(net, (example,), buf, opset_version=17, input_names=["input"], dynamo=False)
     except Exception as e:  # noqa: BLE001 - report why, keep the torch figures
         return None, f"torch.onnx.export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
     opts = ort.SessionOptions()
@@ -324,10 +319,10 @@ def main() -> int:
     for name in args.networks.split(","):
         if name == "hip-tha":
             net, one, fig = bench_ssd(args.rounds, args.batch)
-            ms, why = onnx_inference_ms(net, one, args.rounds, False)
+            ms, why = onnx_inference_ms(net, one, args.rounds)
         elif name == "lung-lesions":
             net, one, fig = bench_mask_rcnn(args.rounds, args.batch)
-            ms, why = onnx_inference_ms(net, one, args.rounds, True)
+            ms, why = onnx_inference_ms(net, one, args.rounds)
         else:
             continue
         fig["onnxruntime_inference_ms_per_image"] = ms

@@ -66,7 +66,7 @@ fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     }
 }
 
-/// Max pooling; padding never wins. Apply with `x.apply_op1(MaxPool2d::new(cfg))`.
+/// Max pooling; padding never wins. Apply with `apply(x, MaxPool2d::new(cfg))`.
 pub struct MaxPool2d {
     cfg: Pool2dConfig,
     /// Per output element: the flat index (within its plane) of the maximum,
@@ -77,6 +77,14 @@ pub struct MaxPool2d {
 impl MaxPool2d {
     pub fn new(cfg: Pool2dConfig) -> MaxPool2d {
         MaxPool2d { cfg, argmax: Mutex::new(Vec::new()) }
+    }
+}
+
+impl Pool for MaxPool2d {
+    const KIND: &'static str = "max pool";
+
+    fn cfg(&self) -> &Pool2dConfig {
+        &self.cfg
     }
 
     fn forward<T: WithDType>(&self, x: &[T], l: &Layout) -> Result<(Vec<T>, Shape)> {
@@ -127,40 +135,16 @@ impl MaxPool2d {
     }
 }
 
-impl CustomOp1 for MaxPool2d {
-    fn name(&self) -> &'static str {
-        "cpu-max-pool2d"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        profile::record(
-            || profile_key("max pool", l.dims(), &self.cfg, "forward"),
-            0.0,
-            || match s {
-                CpuStorage::F32(x) => self.forward(x, l).map(|(v, s)| (CpuStorage::F32(v), s)),
-                CpuStorage::F64(x) => self.forward(x, l).map(|(v, s)| (CpuStorage::F64(v), s)),
-                _ => candle_core::bail!("cpu max pool: f32 or f64 input"),
-            },
-        )
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        profile::record(
-            || profile_key("max pool", x.dims(), &self.cfg, "backward"),
-            0.0,
-            || match x.dtype() {
-                DType::F32 => self.backward::<f32>(x, grad).map(Some),
-                DType::F64 => self.backward::<f64>(x, grad).map(Some),
-                dt => candle_core::bail!("cpu max pool: no backward for {dt:?}"),
-            },
-        )
-    }
-}
-
-/// Average pooling (padding counts as zeros). Apply with `x.apply_op1(AvgPool2d(cfg))`.
+/// Average pooling (padding counts as zeros). Apply with `apply(x, AvgPool2d(cfg))`.
 pub struct AvgPool2d(pub Pool2dConfig);
 
-impl AvgPool2d {
+impl Pool for AvgPool2d {
+    const KIND: &'static str = "avg pool";
+
+    fn cfg(&self) -> &Pool2dConfig {
+        &self.0
+    }
+
     fn forward<T: WithDType>(&self, x: &[T], l: &Layout) -> Result<(Vec<T>, Shape)> {
         let g = PoolGeometry::new(l.dims(), self.0)?;
         let x = contiguous(x, l)?;
@@ -209,31 +193,41 @@ impl AvgPool2d {
     }
 }
 
-impl CustomOp1 for AvgPool2d {
+/// What the two poolings provide; `PoolOp` makes either a candle op.
+pub trait Pool: Send + Sync {
+    const KIND: &'static str;
+    fn cfg(&self) -> &Pool2dConfig;
+    fn forward<T: WithDType>(&self, x: &[T], l: &Layout) -> Result<(Vec<T>, Shape)>;
+    fn backward<T: WithDType>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor>;
+}
+
+struct PoolOp<P>(P);
+
+impl<P: Pool> CustomOp1 for PoolOp<P> {
     fn name(&self) -> &'static str {
-        "cpu-avg-pool2d"
+        P::KIND
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         profile::record(
-            || profile_key("avg pool", l.dims(), &self.0, "forward"),
+            || profile_key(P::KIND, l.dims(), self.0.cfg(), "forward"),
             0.0,
             || match s {
-                CpuStorage::F32(x) => self.forward(x, l).map(|(v, s)| (CpuStorage::F32(v), s)),
-                CpuStorage::F64(x) => self.forward(x, l).map(|(v, s)| (CpuStorage::F64(v), s)),
-                _ => candle_core::bail!("cpu avg pool: f32 or f64 input"),
+                CpuStorage::F32(x) => self.0.forward(x, l).map(|(v, s)| (CpuStorage::F32(v), s)),
+                CpuStorage::F64(x) => self.0.forward(x, l).map(|(v, s)| (CpuStorage::F64(v), s)),
+                _ => candle_core::bail!("cpu {}: f32 or f64 input", P::KIND),
             },
         )
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         profile::record(
-            || profile_key("avg pool", x.dims(), &self.0, "backward"),
+            || profile_key(P::KIND, x.dims(), self.0.cfg(), "backward"),
             0.0,
             || match x.dtype() {
-                DType::F32 => self.backward::<f32>(x, grad).map(Some),
-                DType::F64 => self.backward::<f64>(x, grad).map(Some),
-                dt => candle_core::bail!("cpu avg pool: no backward for {dt:?}"),
+                DType::F32 => self.0.backward::<f32>(x, grad).map(Some),
+                DType::F64 => self.0.backward::<f64>(x, grad).map(Some),
+                dt => candle_core::bail!("cpu {}: no backward for {dt:?}", P::KIND),
             },
         )
     }
@@ -244,12 +238,12 @@ pub fn supported(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.rank() == 4
 }
 
-/// Applies `op`, recording it for backward only when `x` is tracked.
-pub fn apply(x: &Tensor, op: impl CustomOp1 + Send + Sync + 'static) -> Result<Tensor> {
+/// Applies `pool`, recording it for backward only when `x` is tracked.
+pub fn apply<P: Pool + 'static>(x: &Tensor, pool: P) -> Result<Tensor> {
     let x = x.contiguous()?;
     if x.track_op() {
-        x.apply_op1(op)
+        x.apply_op1(PoolOp(pool))
     } else {
-        x.apply_op1_no_bwd(&op)
+        x.apply_op1_no_bwd(&PoolOp(pool))
     }
 }
