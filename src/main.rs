@@ -354,11 +354,13 @@ enum ConfigAction {
 
 fn main() {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        // serve configures its threads from the config (pipelines.threads / nice) unless given here
-        let nice = if matches!(cli.cmd, Cmd::Serve) { serve_nice(&cli) } else { 0 };
-        ainode::models::threads::configure(n, nice);
-    }
+    // before any thread exists: the networks' threads (--threads, or for serve
+    // pipelines.threads) and, for serve, their niceness (pipelines.nice)
+    let (threads, nice) = match cli.cmd {
+        Cmd::Serve => serve_threads(&cli),
+        _ => (cli.threads.unwrap_or(0), 0),
+    };
+    ainode::models::threads::configure(threads, nice);
     let filter = tracing_subscriber::EnvFilter::try_from_env("AINODE_LOG").unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
@@ -372,9 +374,14 @@ fn main() {
     std::process::exit(code);
 }
 
-/// The niceness `serve` gives its compute threads (pipelines.nice; 0 when the config does not load).
-fn serve_nice(cli: &Cli) -> i32 {
-    Config::load(cli.config.as_deref()).map(|c| c.pipelines.nice).unwrap_or(0)
+/// `serve`'s compute threads and their niceness: --threads or
+/// pipelines.threads, and pipelines.nice (all cores, 0 when the config does
+/// not load: serve then reports the config error itself).
+fn serve_threads(cli: &Cli) -> (usize, i32) {
+    match Config::load(cli.config.as_deref()) {
+        Ok(c) => (cli.threads.unwrap_or(c.pipelines.threads), c.pipelines.nice),
+        Err(_) => (cli.threads.unwrap_or(0), 0),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -446,8 +453,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Serve => {
             let cfg = load()?;
-            // before the runtime's threads exist (a no-op when --threads did it)
-            ainode::models::threads::configure(cfg.pipelines.threads, cfg.pipelines.nice);
             runtime()?.block_on(ainode::node::serve(cfg))?;
             Ok(0)
         }

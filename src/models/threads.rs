@@ -3,6 +3,10 @@
 //! pool; both are set here, once, before any other thread exists. In the node
 //! the compute threads are niced, so that the DIMSE side (tokio's threads at
 //! normal priority) still answers promptly while an analysis holds the cores.
+//! Every command calls `configure` first thing (main.rs).
+
+/// candle's setting for its barrier pool's spin before parking.
+const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 
 /// Sets the thread count (0 = all cores) and the niceness of the compute
 /// threads (0 = unchanged; Linux only, ignored elsewhere). Call once, early:
@@ -10,8 +14,14 @@
 /// keeps the first pool.
 pub fn configure(threads: usize, nice: i32) {
     let n = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
-    // SAFETY of set_var: called from main before the runtime or any pool starts
+    // set_var: called from main before the runtime or any pool starts
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    // candle's own worker pool spins 25 000 times after each op before it
+    // parks: ~11 % of a 2-core training step went to that spin while our
+    // rayon threads needed the core (perf). A short spin keeps its latency.
+    if std::env::var_os(CANDLE_SPIN).is_none() {
+        std::env::set_var(CANDLE_SPIN, "1000");
+    }
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("compute-{i}"))
