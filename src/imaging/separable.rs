@@ -138,24 +138,41 @@ pub fn gaussian_blur(image: &Image, sigma: f64) -> Image {
 /// One separable pass: `data` viewed as `[outer, n_in, inner]` becomes
 /// `[outer, taps.len(), inner]`.
 fn pass(data: &[f32], outer: usize, n_in: usize, inner: usize, taps: &[Taps], fill: f32) -> Vec<f32> {
+    use rayon::prelude::*;
     let n_out = taps.len();
     let mut out = vec![0f32; outer * n_out * inner];
-    for a in 0..outer {
+    // one output row (`inner` values) of block `a`; rows are independent, so
+    // they run in parallel with the same arithmetic as in sequence
+    let row_of = |a: usize, o: usize, row: &mut [f32]| {
+        let t = &taps[o];
+        if t.is_empty() {
+            row.fill(fill);
+            return;
+        }
         let src = &data[a * n_in * inner..(a + 1) * n_in * inner];
-        let dst = &mut out[a * n_out * inner..(a + 1) * n_out * inner];
-        for (o, t) in taps.iter().enumerate() {
-            let row = &mut dst[o * inner..(o + 1) * inner];
-            if t.is_empty() {
-                row.fill(fill);
-                continue;
-            }
-            for &(i, w) in t {
-                let s = &src[i * inner..(i + 1) * inner];
-                for (d, v) in row.iter_mut().zip(s) {
-                    *d += w * v;
-                }
+        for &(i, w) in t {
+            for (d, v) in row.iter_mut().zip(&src[i * inner..(i + 1) * inner]) {
+                *d += w * v;
             }
         }
+    };
+    if inner >= 64 || outer == 1 {
+        out.par_chunks_mut(inner.max(1)).enumerate().for_each(|(r, row)| row_of(r / n_out, r % n_out, row));
+    } else {
+        // short rows (the last axis): whole blocks per task
+        out.par_chunks_mut((n_out * inner).max(1)).enumerate().for_each(|(a, block)| {
+            if inner == 1 {
+                // one value per output: a plain dot product over the taps (same order, same sums)
+                let src = &data[a * n_in..(a + 1) * n_in];
+                for (d, t) in block.iter_mut().zip(taps) {
+                    *d = if t.is_empty() { fill } else { t.iter().fold(0f32, |acc, &(i, w)| acc + w * src[i]) };
+                }
+                return;
+            }
+            for (o, row) in block.chunks_mut(inner.max(1)).enumerate() {
+                row_of(a, o, row);
+            }
+        });
     }
     out
 }
