@@ -12,8 +12,14 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::pool::Pool2dConfig;
 use crate::models::profile;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pool2dConfig {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
 
 /// One pooling's geometry over (N·C) planes of H x W.
 #[derive(Debug, Clone, Copy)]

@@ -11,12 +11,7 @@ use candle_core::{Result, Tensor};
 
 use super::cpu_pool;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pool2dConfig {
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
+pub use super::cpu_pool::Pool2dConfig;
 
 fn out_len(n: usize, cfg: &Pool2dConfig) -> Result<usize> {
     if n + 2 * cfg.padding < cfg.kernel {
