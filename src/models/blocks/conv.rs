@@ -106,9 +106,7 @@ impl Conv2d {
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
     }
-}
 
-impl Conv2d {
     /// The convolution then a ReLU, in one pass on the CPU.
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         conv2d_act(x, &self.weight, self.bias.as_ref(), &self.cfg, true)

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use crate::models::profile;
 
+/// A square pooling window: kernel, stride and padding (at most half the kernel).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pool2dConfig {
     pub kernel: usize,
