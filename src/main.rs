@@ -355,16 +355,18 @@ enum ConfigAction {
 fn main() {
     let cli = Cli::parse();
     // before any thread exists: the networks' threads (--threads, or for serve
-    // pipelines.threads) and, for serve, their niceness (pipelines.nice)
-    let (threads, nice) = match cli.cmd {
-        Cmd::Serve => serve_threads(&cli),
+    // pipelines.threads) and, for serve, their niceness (pipelines.nice);
+    // serve's config is read here, once
+    let serve_cfg = matches!(cli.cmd, Cmd::Serve).then(|| Config::load(cli.config.as_deref()));
+    let (threads, nice) = match &serve_cfg {
+        Some(Ok(c)) => (cli.threads.unwrap_or(c.pipelines.threads), c.pipelines.nice),
         _ => (cli.threads.unwrap_or(0), 0),
     };
     ainode::models::threads::configure(threads, nice);
     let filter = tracing_subscriber::EnvFilter::try_from_env("AINODE_LOG").unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
-    let code = match run(cli) {
+    let code = match run(cli, serve_cfg) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -374,21 +376,12 @@ fn main() {
     std::process::exit(code);
 }
 
-/// `serve`'s compute threads and their niceness: --threads or
-/// pipelines.threads, and pipelines.nice (all cores, 0 when the config does
-/// not load: serve then reports the config error itself).
-fn serve_threads(cli: &Cli) -> (usize, i32) {
-    match Config::load(cli.config.as_deref()) {
-        Ok(c) => (cli.threads.unwrap_or(c.pipelines.threads), c.pipelines.nice),
-        Err(_) => (cli.threads.unwrap_or(0), 0),
-    }
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn run(cli: Cli) -> anyhow::Result<i32> {
+/// Runs the command; `serve_cfg` is serve's config as main read it.
+fn run(cli: Cli, serve_cfg: Option<Result<Config, ainode::config::ConfigError>>) -> anyhow::Result<i32> {
     let load = || Config::load(cli.config.as_deref());
     match cli.cmd {
         Cmd::Bench { what: BenchWhat::Cpu { networks, rounds, batch, top, json } } => {
@@ -452,7 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Serve => {
-            let cfg = load()?;
+            let cfg = serve_cfg.unwrap_or_else(load)?;
             runtime()?.block_on(ainode::node::serve(cfg))?;
             Ok(0)
         }

@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, ModuleT, Result, Shape, 
 use candle_nn::{BatchNormConfig, VarBuilder};
 use rayon::prelude::*;
 
+use super::cpu_data::{contiguous, with_cpu_slice};
 use crate::models::profile;
 
 #[derive(Debug, Clone)]
@@ -106,12 +107,8 @@ fn ncs(dims: &[usize]) -> (usize, usize, usize) {
     (dims[0], dims[1], dims[2..].iter().product())
 }
 
-fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("batch norm: non-contiguous tensor"),
-    }
-}
+/// The op's name in errors.
+const OP: &str = "batch norm";
 
 /// Per channel (mean, biased variance) of x (N, C, S), in f64, channels in parallel.
 fn channel_stats<T: WithDType>(x: &[T], (n, c, s): (usize, usize, usize)) -> Vec<(f64, f64)> {
@@ -130,7 +127,7 @@ fn channel_stats<T: WithDType>(x: &[T], (n, c, s): (usize, usize, usize)) -> Vec
 impl BatchNormTrain {
     fn forward<T: WithDType>(&self, x: &[T], xl: &Layout, w: &[T], wl: &Layout, b: &[T], bl: &Layout) -> Result<Vec<T>> {
         let (n, c, s) = ncs(xl.dims());
-        let (x, w, b) = (contiguous(x, xl)?, contiguous(w, wl)?, contiguous(b, bl)?);
+        let (x, w, b) = (contiguous(x, xl, OP)?, contiguous(w, wl, OP)?, contiguous(b, bl, OP)?);
         if w.len() != c || b.len() != c {
             candle_core::bail!("batch norm: {c} channels but weight {} and bias {}", w.len(), b.len());
         }
@@ -150,17 +147,8 @@ impl BatchNormTrain {
         Ok(y)
     }
 
-    /// dx, dw, db of y = x̂·w + b with x̂ = (x - mean) / sqrt(var + eps):
-    /// db = Σ dy, dw = Σ dy·x̂, dx = w / σ · (dy - db/M - x̂ · dw/M).
-    fn backward<T: WithDType>(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (n, c, s) = ncs(x.dims());
-        let xv = x.contiguous()?.flatten_all()?.to_vec1::<T>()?;
-        let wv = w.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let dy = grad.contiguous()?.flatten_all()?.to_vec1::<T>()?;
-        let stats = self.stats.lock().expect("bn stats").clone();
-        if stats.len() != c {
-            candle_core::bail!("batch norm backward without its forward pass");
-        }
+    /// (dx, per channel (Σ dy, Σ dy·x̂)) from x and dy (N, C, S).
+    fn gradients<T: WithDType>(&self, xv: &[T], dy: &[T], wv: &[f64], stats: &[(f64, f64)], (n, c, s): (usize, usize, usize)) -> (Vec<T>, Vec<(f64, f64)>) {
         let m = (n * s) as f64;
         // per channel Σ dy and Σ dy·x̂
         let sums: Vec<(f64, f64)> = (0..c)
@@ -193,6 +181,19 @@ impl BatchNormTrain {
                 *o = T::from_f64(k * (g.to_f64() - sd / m - xhat * sdx / m));
             }
         });
+        (dx, sums)
+    }
+
+    /// dx, dw, db of y = x̂·w + b with x̂ = (x - mean) / sqrt(var + eps):
+    /// db = Σ dy, dw = Σ dy·x̂, dx = w / σ · (dy - db/M - x̂ · dw/M).
+    fn backward<T: WithDType>(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (n, c, s) = ncs(x.dims());
+        let wv = w.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let stats = self.stats.lock().expect("bn stats").clone();
+        if stats.len() != c {
+            candle_core::bail!("batch norm backward without its forward pass");
+        }
+        let (dx, sums) = with_cpu_slice::<T, _>(x, OP, |xv| with_cpu_slice::<T, _>(grad, OP, |dy| Ok(self.gradients(xv, dy, &wv, &stats, (n, c, s)))))?;
         let dt = w.dtype();
         let dw = Tensor::from_vec(sums.iter().map(|p| p.1).collect::<Vec<f64>>(), c, w.device())?.to_dtype(dt)?;
         let db = Tensor::from_vec(sums.iter().map(|p| p.0).collect::<Vec<f64>>(), c, w.device())?.to_dtype(dt)?;

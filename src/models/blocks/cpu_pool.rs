@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::cpu_data::{contiguous, with_cpu_slice};
 use crate::models::profile;
 
 /// A square pooling window: kernel, stride and padding (at most half the kernel).
@@ -66,13 +67,6 @@ fn profile_key(kind: &str, dims: &[usize], cfg: &Pool2dConfig, pass: &str) -> St
     format!("{kind} {k}x{k}/{s} on {dims:?} {pass}", k = cfg.kernel, s = cfg.stride)
 }
 
-fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("pool2d: non-contiguous input"),
-    }
-}
-
 /// Max pooling; padding never wins. Apply with `apply(x, MaxPool2d::new(cfg))`.
 pub struct MaxPool2d {
     cfg: Pool2dConfig,
@@ -96,7 +90,7 @@ impl Pool for MaxPool2d {
 
     fn forward<T: WithDType>(&self, x: &[T], l: &Layout) -> Result<(Vec<T>, Shape)> {
         let g = PoolGeometry::new(l.dims(), self.cfg)?;
-        let x = contiguous(x, l)?;
+        let x = contiguous(x, l, Self::KIND)?;
         let (ip, op) = (g.h * g.w, g.oh * g.ow);
         let mut out = vec![T::zero(); g.planes * op];
         let mut arg = vec![0u32; g.planes * op];
@@ -131,13 +125,15 @@ impl Pool for MaxPool2d {
         if arg.len() != g.planes * op {
             candle_core::bail!("max pool backward without its forward pass");
         }
-        let dy = grad.contiguous()?.flatten_all()?.to_vec1::<T>()?;
         let mut dx = vec![T::zero(); g.planes * ip];
-        dx.par_chunks_mut(ip).zip(dy.par_chunks(op)).zip(arg.par_chunks(op)).for_each(|((d, gy), a)| {
-            for (v, &i) in gy.iter().zip(a) {
-                d[i as usize] += *v;
-            }
-        });
+        with_cpu_slice::<T, _>(grad, Self::KIND, |dy| {
+            dx.par_chunks_mut(ip).zip(dy.par_chunks(op)).zip(arg.par_chunks(op)).for_each(|((d, gy), a)| {
+                for (v, &i) in gy.iter().zip(a) {
+                    d[i as usize] += *v;
+                }
+            });
+            Ok(())
+        })?;
         Tensor::from_vec(dx, x.shape(), x.device())
     }
 }
@@ -154,7 +150,7 @@ impl Pool for AvgPool2d {
 
     fn forward<T: WithDType>(&self, x: &[T], l: &Layout) -> Result<(Vec<T>, Shape)> {
         let g = PoolGeometry::new(l.dims(), self.0)?;
-        let x = contiguous(x, l)?;
+        let x = contiguous(x, l, Self::KIND)?;
         let (ip, op) = (g.h * g.w, g.oh * g.ow);
         let scale = T::from_f64(1.0 / (g.cfg.kernel * g.cfg.kernel) as f64);
         let mut out = vec![T::zero(); g.planes * op];
@@ -180,22 +176,24 @@ impl Pool for AvgPool2d {
         let g = PoolGeometry::new(x.dims(), self.0)?;
         let (ip, op) = (g.h * g.w, g.oh * g.ow);
         let scale = T::from_f64(1.0 / (g.cfg.kernel * g.cfg.kernel) as f64);
-        let dy = grad.contiguous()?.flatten_all()?.to_vec1::<T>()?;
         let mut dx = vec![T::zero(); g.planes * ip];
-        dx.par_chunks_mut(ip).zip(dy.par_chunks(op)).for_each(|(d, gy)| {
-            for oy in 0..g.oh {
-                let rows = g.window(oy, g.h);
-                for ox in 0..g.ow {
-                    let v = gy[oy * g.ow + ox] * scale;
-                    let cols = g.window(ox, g.w);
-                    for iy in rows.clone() {
-                        for a in &mut d[iy * g.w..][cols.clone()] {
-                            *a += v;
+        with_cpu_slice::<T, _>(grad, Self::KIND, |dy| {
+            dx.par_chunks_mut(ip).zip(dy.par_chunks(op)).for_each(|(d, gy)| {
+                for oy in 0..g.oh {
+                    let rows = g.window(oy, g.h);
+                    for ox in 0..g.ow {
+                        let v = gy[oy * g.ow + ox] * scale;
+                        let cols = g.window(ox, g.w);
+                        for iy in rows.clone() {
+                            for a in &mut d[iy * g.w..][cols.clone()] {
+                                *a += v;
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
+            Ok(())
+        })?;
         Tensor::from_vec(dx, x.shape(), x.device())
     }
 }

@@ -20,9 +20,10 @@
 //!
 //! Any stride, padding and dilation; f32 and f64 (the gradient checks run in f64).
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::cpu_data::{contiguous, with_cpu_slice};
 use super::gemm::{matmul, matmul_on, matmul_ptr, threads, SharedMut, Threads, View};
 use crate::models::profile;
 
@@ -226,6 +227,15 @@ impl Geometry {
         }
     }
 
+    /// Column buffer length of one sequential block.
+    fn block_buffer(&self) -> usize {
+        if self.pointwise() {
+            0
+        } else {
+            self.kc() * self.rows_per_block() * self.ow
+        }
+    }
+
     /// Column buffer length of one parallel tile.
     fn tile_buffer(&self) -> usize {
         if self.pointwise() {
@@ -267,7 +277,7 @@ fn conv_forward<T: WithDType>(g: &Geometry, n: usize, o: usize, x: &[T], w: &[T]
         );
         return out;
     }
-    let mut col = vec![T::zero(); if g.pointwise() { 0 } else { kc * g.rows_per_block() * g.ow }];
+    let mut col = vec![T::zero(); g.block_buffer()];
     for (img, y) in x.chunks_exact(plane).zip(out.chunks_exact_mut(o * p)) {
         if g.pointwise() {
             matmul(y, p, wm, View::row_major(img, g.c, p), acc);
@@ -316,7 +326,7 @@ fn conv_grad_weight<T: WithDType>(g: &Geometry, n: usize, o: usize, x: &[T], dy:
         return dw;
     }
     let mut dw = vec![T::zero(); o * kc];
-    let mut col = vec![T::zero(); if g.pointwise() { 0 } else { kc * g.rows_per_block() * g.ow }];
+    let mut col = vec![T::zero(); g.block_buffer()];
     for b in 0..n {
         let img = &x[b * plane..][..plane];
         if g.pointwise() {
@@ -353,7 +363,7 @@ fn conv_grad_input<T: WithDType>(g: &Geometry, n: usize, o: usize, w: &[T], dy: 
     }
     let wt = View::row_major(w, o, kc).t();
     let mut dx = vec![T::zero(); n * plane];
-    let mut dcol = vec![T::zero(); if g.pointwise() { 0 } else { kc * g.rows_per_block() * g.ow }];
+    let mut dcol = vec![T::zero(); g.block_buffer()];
     for b in 0..n {
         let dyb = View::row_major(&dy[b * o * p..][..o * p], o, p);
         if g.pointwise() {
@@ -385,22 +395,8 @@ impl Im2ColConv2d {
     }
 }
 
-fn contiguous<'a, T>(v: &'a [T], l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("im2col conv2d: non-contiguous input"),
-    }
-}
-
-/// Runs `f` on the contiguous CPU data of `t` (no copy when it is contiguous).
-fn with_cpu_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => f(contiguous(T::cpu_storage_as_slice(cpu)?, layout)?),
-        _ => candle_core::bail!("im2col conv2d: tensor not on the CPU"),
-    }
-}
+/// The op's name in errors.
+const OP: &str = "im2col conv2d";
 
 impl Im2ColConv2d {
     /// The profile key of this convolution on input `x` (N, C, H, W) with `o` outputs.
@@ -443,7 +439,7 @@ impl Im2ColConv2d {
                 candle_core::bail!("conv2d: bias of {} for {o} output channels", b.len());
             }
         }
-        let out = conv_forward(&g, n, o, contiguous(x, xl)?, contiguous(w, wl)?, bias, self.relu);
+        let out = conv_forward(&g, n, o, contiguous(x, xl, OP)?, contiguous(w, wl, OP)?, bias, self.relu);
         Ok((out, Shape::from((n, o, g.oh, g.ow))))
     }
 
@@ -451,9 +447,9 @@ impl Im2ColConv2d {
     /// gradient is the most expensive product of a first layer).
     fn backward<T: WithDType>(&self, x: &Tensor, w: &Tensor, dy: &Tensor, want_dx: bool) -> Result<(Option<Tensor>, Tensor)> {
         let (n, o, g) = self.geometry(x.dims(), w.dims())?;
-        let (dx, dw) = with_cpu_slice::<T, _>(x, |xv| {
-            with_cpu_slice::<T, _>(w, |wv| {
-                with_cpu_slice::<T, _>(dy, |dyv| {
+        let (dx, dw) = with_cpu_slice::<T, _>(x, OP, |xv| {
+            with_cpu_slice::<T, _>(w, OP, |wv| {
+                with_cpu_slice::<T, _>(dy, OP, |dyv| {
                     let dw = conv_grad_weight(&g, n, o, xv, dyv);
                     let dx = if want_dx { Some(conv_grad_input(&g, n, o, wv, dyv)?) } else { None };
                     Ok((dx, dw))
@@ -479,10 +475,10 @@ impl Im2ColConv2d {
                 (CpuStorage::F32(x), CpuStorage::F32(w), None) => self.forward(x, lx, w, lw, None).map(|(v, s)| (CpuStorage::F32(v), s)),
                 (CpuStorage::F64(x), CpuStorage::F64(w), None) => self.forward(x, lx, w, lw, None).map(|(v, s)| (CpuStorage::F64(v), s)),
                 (CpuStorage::F32(x), CpuStorage::F32(w), Some((CpuStorage::F32(b), lb))) => {
-                    self.forward(x, lx, w, lw, Some(contiguous(b, lb)?)).map(|(v, s)| (CpuStorage::F32(v), s))
+                    self.forward(x, lx, w, lw, Some(contiguous(b, lb, OP)?)).map(|(v, s)| (CpuStorage::F32(v), s))
                 }
                 (CpuStorage::F64(x), CpuStorage::F64(w), Some((CpuStorage::F64(b), lb))) => {
-                    self.forward(x, lx, w, lw, Some(contiguous(b, lb)?)).map(|(v, s)| (CpuStorage::F64(v), s))
+                    self.forward(x, lx, w, lw, Some(contiguous(b, lb, OP)?)).map(|(v, s)| (CpuStorage::F64(v), s))
                 }
                 _ => candle_core::bail!("im2col conv2d: f32 or f64 input, weight and bias of one dtype"),
             },
@@ -496,8 +492,8 @@ impl Im2ColConv2d {
             return Ok(grad.clone());
         }
         fn mask<T: WithDType>(res: &Tensor, grad: &Tensor) -> Result<Tensor> {
-            let v = with_cpu_slice::<T, _>(res, |r| {
-                with_cpu_slice::<T, _>(grad, |g| {
+            let v = with_cpu_slice::<T, _>(res, OP, |r| {
+                with_cpu_slice::<T, _>(grad, OP, |g| {
                     Ok(r.par_iter().zip(g.par_iter()).map(|(&r, &g)| if r > T::zero() { g } else { T::zero() }).collect::<Vec<T>>())
                 })
             })?;

@@ -16,6 +16,7 @@ pub mod batch_norm;
 pub mod boxes;
 pub mod conv;
 pub mod conv3d;
+pub mod cpu_data;
 pub mod cpu_pool;
 pub mod fpn;
 pub mod gemm;
