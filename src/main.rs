@@ -7,6 +7,14 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 use ainode::config::Config;
+
+// mimalloc keeps freed pages for the next allocation of the process: with
+// glibc's malloc every large tensor and image buffer (above its mmap
+// threshold) was a fresh mapping, so each inference and training step paid
+// the kernel to fault in and zero its pages again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ainode::dicom_uids as uids;
 use ainode::dimse::scu::{Association, ScuOptions};
 use ainode::dimse::RemoteAe;

@@ -232,7 +232,7 @@ impl HipInput {
 /// already inverted); `spacing` = [row_mm, col_mm].
 pub fn preprocess(pixels: &[f32], rows: usize, cols: usize, spacing: [f64; 2], cfg: &HipPreprocessConfig, input_size: usize) -> anyhow::Result<HipInput> {
     use crate::imaging::intensity::{clahe, percentile_clip, ClaheConfig};
-    use crate::imaging::separable::{resample_image, Filter};
+    use crate::imaging::separable::{apply_taps, axis_taps, compose_taps, resample_image, Filter, Taps};
     anyhow::ensure!(pixels.len() == rows * cols, "hip-tha preprocessing: {} values for a {rows} x {cols} image", pixels.len());
     anyhow::ensure!(spacing.iter().all(|s| s.is_finite() && *s > 0.0), "hip-tha preprocessing: pixel spacing {spacing:?} is not positive");
     let mut image = Image::new_2d(1, rows, cols, pixels.to_vec())?;
@@ -244,10 +244,20 @@ pub fn preprocess(pixels: &[f32], rows: usize, cols: usize, spacing: [f64; 2], c
         resample_image(image, [1, h, w], [AxisMap { scale: 1.0, offset: 0.0 }, my, mx], filter, 0.0)
     };
     let fine = |n: usize, mm: f64| ((n as f64 * mm / cfg.fine_spacing_mm).round() as usize).max(1);
-    let (hf, wf) = (fine(rows, spacing[0]), fine(cols, spacing[1]));
-    image = step(&image, hf, wf, Filter::Linear, &mut maps);
     let k = cfg.shrink.max(1);
-    image = step(&image, (hf / k).max(1), (wf / k).max(1), Filter::LinearAntialias, &mut maps);
+    // linear onto the fine grid, then the antialiased shrink: both passes'
+    // taps composed into one, so the fine image (~10 M pixels) is never built
+    let axis = |n: usize, mm: f64, map: &mut AxisMap| -> (usize, Vec<Taps>) {
+        let nf = fine(n, mm);
+        let ns = (nf / k).max(1);
+        let (m1, m2) = (AxisMap::resize(n, nf), AxisMap::resize(nf, ns));
+        *map = compose(compose(*map, m1), m2);
+        (ns, compose_taps(&axis_taps(n, nf, m1, Filter::Linear), &axis_taps(nf, ns, m2, Filter::LinearAntialias)))
+    };
+    let (hs, ty) = axis(rows, spacing[0], &mut maps[1]);
+    let (ws, tx) = axis(cols, spacing[1], &mut maps[0]);
+    image = apply_taps(&image, [&[vec![(0, 1.0)]], &ty, &tx], 0.0);
+    debug_assert_eq!((image.height, image.width), (hs, ws));
     let (lo, _) = percentile_clip(&mut image, cfg.low_percentile, 100.0, None)[0];
     let hi = image.data.iter().copied().fold(f32::MIN, f32::max);
     let range = (hi - lo).max(1e-6);
