@@ -131,6 +131,10 @@ enum Cmd {
         /// Architecture config (JSON) overriding the model's default.
         #[arg(long)]
         model_config: Option<PathBuf>,
+        /// Training recipe (JSON: optimizer, schedule, batch, ...) merged over
+        /// the model's; --epochs, --batch, --micro-batch and --seed win over it.
+        #[arg(long)]
+        recipe: Option<PathBuf>,
         /// Storage of the exported weights: f32 or f16.
         #[arg(long, default_value = "f32")]
         storage: StorageDtype,
@@ -520,7 +524,7 @@ fn run(cli: Cli, serve_cfg: Option<Result<Config, ainode::config::ConfigError>>)
             println!("wrote {} (SOP Class {}, SOP Instance {}): {}", w.path.display(), w.sop_class_uid, w.sop_instance_uid, w.detail);
             Ok(0)
         }
-        Cmd::Train { name, data, out, epochs, batch, micro_batch, device, resume, seed, run_dir, model_config, storage, model_version } => {
+        Cmd::Train { name, data, out, epochs, batch, micro_batch, device, resume, seed, run_dir, model_config, recipe, storage, model_version } => {
             let cmd = TrainCommand {
                 name,
                 data,
@@ -533,6 +537,7 @@ fn run(cli: Cli, serve_cfg: Option<Result<Config, ainode::config::ConfigError>>)
                 resume,
                 run_dir,
                 config: model_config,
+                recipe,
                 storage,
                 model_version,
                 stop_after: None,

@@ -34,6 +34,13 @@ pub struct HipSsdConfig {
     pub neg_pos_ratio: f64,
     /// Minimum class score for a keypoint to be reported.
     pub min_score: f64,
+    /// Batch norm in the VGG trunk and the larger extras (ScratchDet); not
+    /// in the seed's SSD512, which starts from ImageNet weights we cannot have.
+    pub batch_norm: bool,
+    /// Hardest background boxes trained on in an image without any point
+    /// (a radiograph without hip landmarks); SSD keeps none, so such an image
+    /// would teach nothing.
+    pub min_negatives: usize,
 }
 
 /// The ten keypoints of the source (a..j), one detection class each, in
@@ -50,6 +57,8 @@ impl Default for HipSsdConfig {
             iou_threshold: 0.5,
             neg_pos_ratio: 3.0,
             min_score: 0.2,
+            batch_norm: false,
+            min_negatives: 0,
         }
     }
 }
@@ -73,7 +82,7 @@ impl HipSsdConfig {
     }
 
     pub fn multibox(&self) -> MultiboxConfig {
-        MultiboxConfig { iou_threshold: self.iou_threshold, neg_pos_ratio: self.neg_pos_ratio, ..Default::default() }
+        MultiboxConfig { iou_threshold: self.iou_threshold, neg_pos_ratio: self.neg_pos_ratio, min_negatives: self.min_negatives, ..Default::default() }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -104,7 +113,7 @@ pub struct HipSsd {
 impl HipSsd {
     pub fn load(vb: VarBuilder, cfg: &HipSsdConfig) -> Result<HipSsd> {
         cfg.validate()?;
-        let trunk = VggSsd::load(vb.pp("trunk"), &VggSsdConfig { in_channels: 1, width_mult: cfg.width_mult, ..Default::default() })?;
+        let trunk = VggSsd::load(vb.pp("trunk"), &VggSsdConfig { in_channels: 1, width_mult: cfg.width_mult, batch_norm: cfg.batch_norm, ..Default::default() })?;
         let priors = cfg.priors();
         let per_cell: Vec<usize> = (0..priors.feature_maps.len()).map(|k| priors.boxes_per_cell(k)).collect();
         let head = MultiboxHead::load(vb.pp("head"), trunk.source_channels(), &per_cell, cfg.num_classes())?;
@@ -118,7 +127,12 @@ impl HipSsd {
 
     /// (class logits (N, P, C), box deltas (N, P, 4)) for images (N, 1, 512, 512).
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.head.forward(&self.trunk.forward(x)?)
+        self.forward_t(x, false)
+    }
+
+    /// As `forward`; `train` uses (and updates) batch statistics when the trunk has batch norm.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        self.head.forward(&self.trunk.forward_t(x, train)?)
     }
 
     /// Square boxes around the present points of one image (input pixels).
@@ -137,7 +151,7 @@ impl HipSsd {
     }
 
     pub fn loss(&self, x: &Tensor, points: &[Vec<Option<[f64; 2]>>]) -> Result<MultiboxLoss> {
-        let (cls, loc) = self.forward(x)?;
+        let (cls, loc) = self.forward_t(x, true)?;
         let targets = points.iter().map(|p| self.targets(p, x.device())).collect::<Result<Vec<_>>>()?;
         multibox_loss(&cls, &loc, &self.priors_px.to_dtype(cls.dtype())?, &targets, &self.cfg.multibox())
     }
@@ -376,6 +390,41 @@ mod tests {
         assert!((sx / sw - want[0]).abs() < 1.0 && (sy / sw - want[1]).abs() < 1.0, "{:?} vs {want:?}", (sx / sw, sy / sw));
         let back = input.to_source_mm(want);
         assert!((back[0] - 30.0).abs() < 1e-9 && (back[1] - 45.0).abs() < 1e-9);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod diag {
+    use super::*;
+    use candle_nn::VarMap;
+
+    /// AINODE_DIAG_WEIGHTS=run/last/weights.safetensors: activation statistics per source map.
+    #[test]
+    #[ignore]
+    fn activation_stats() -> anyhow::Result<()> {
+        let vm = VarMap::new();
+        let cfg = HipSsdConfig { width_mult: 0.125, ..Default::default() };
+        let net = HipSsd::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg)?;
+        crate::models::init::seeded_init_as(&vm, 0, crate::models::init::WeightInit::HeUniform)?;
+        if let Ok(p) = std::env::var("AINODE_DIAG_WEIGHTS") {
+            vm.clone().load(p)?;
+        }
+        let mut rng = crate::rng::Rng::stream(crate::rng::Purpose::Initialization, 1, 0, 0);
+        for img in 0..2 {
+            let v: Vec<f32> = (0..512 * 512).map(|i| ((i % 512) as f32 / 512.0 * (img as f32 + 1.0)).fract() * 0.5 + rng.range(0.0, 0.5) as f32).collect();
+            let x = Tensor::from_vec(v, (1, 1, 512, 512), &Device::Cpu)?;
+            let src = net.trunk.forward_t(&x, false)?;
+            for (k, s) in src.iter().enumerate() {
+                let f = s.flatten_all()?.to_vec1::<f32>()?;
+                let zeros = f.iter().filter(|v| **v == 0.0).count() as f64 / f.len() as f64;
+                let rms = (f.iter().map(|v| (v * v) as f64).sum::<f64>() / f.len() as f64).sqrt();
+                println!("img {img} source {k} {:?}: rms {rms:.3e}, zero share {zeros:.3}", s.dims());
+            }
+            let (cls, _) = net.forward(&x)?;
+            let c = cls.get(0)?.to_vec2::<f32>()?;
+            println!("  cls logits row 0 {:?} row 9000 {:?}", &c[0][..4], &c[9000][..4]);
+        }
         Ok(())
     }
 }

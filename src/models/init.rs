@@ -7,12 +7,32 @@ use candle_nn::VarMap;
 
 use crate::rng::{Purpose, Rng};
 
+/// How weights (tensors of rank >= 2) are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightInit {
+    /// PyTorch's default for conv / linear layers, U(-1/sqrt(fan_in),
+    /// 1/sqrt(fan_in)): variance 1/(3 fan_in), so a plain ReLU stack loses
+    /// a factor 6 of signal power per layer. Fine with batch norm or a
+    /// pre-trained start, not for a deep plain network from scratch.
+    #[default]
+    TorchDefault,
+    /// He et al. 2015 for ReLU networks, U(-sqrt(6/fan_in), sqrt(6/fan_in)):
+    /// variance 2/fan_in keeps the signal's power through each ReLU layer.
+    HeUniform,
+}
+
 /// Tensors of rank >= 2 (conv / linear weights) get PyTorch's default
 /// Kaiming-uniform init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)); biases (`*.bias`
 /// of rank 1 whose layer has such a weight) become zero; everything else
 /// (batch-norm affine and running statistics, constants) keeps its
 /// deterministic initial value.
 pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
+    seeded_init_as(varmap, seed, WeightInit::TorchDefault)
+}
+
+/// As [`seeded_init`], with the weights drawn as `init` says.
+pub fn seeded_init_as(varmap: &VarMap, seed: u64, init: WeightInit) -> Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
@@ -21,7 +41,10 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
         let dims = var.dims().to_vec();
         if dims.len() >= 2 {
             let fan_in: usize = dims[1..].iter().product();
-            let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+            let bound = match init {
+                WeightInit::TorchDefault => 1.0,
+                WeightInit::HeUniform => 6f64.sqrt(),
+            } / (fan_in.max(1) as f64).sqrt();
             let mut rng = Rng::stream(Purpose::Initialization, seed, 0, i as u64);
             let v: Vec<f64> = (0..var.elem_count()).map(|_| rng.range(-bound, bound)).collect();
             var.set(&Tensor::from_vec(v, dims, var.device())?.to_dtype(var.dtype())?)?;
@@ -63,6 +86,12 @@ mod tests {
         assert_eq!(values(&a, "fc.bias"), vec![0.0, 0.0]);
         assert_eq!(values(&a, "a.bn.weight"), vec![1.0; 4]);
         assert_eq!(values(&a, "a.bn.running_var"), vec![1.0; 4]);
+        // He: six times the variance, same stream
+        seeded_init_as(&c, 1, WeightInit::HeUniform)?;
+        let he = values(&c, "a.conv.weight");
+        for (x, y) in he.iter().zip(values(&a, "a.conv.weight")) {
+            assert!((x - y * 6f32.sqrt()).abs() < 1e-6);
+        }
         Ok(())
     }
 }

@@ -38,8 +38,11 @@ pub fn set_current_thread_nice(nice: i32) {
     // SAFETY: setpriority on this thread's own id; no memory is touched
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
-            tracing::debug!("setpriority({nice}) failed: {}", std::io::Error::last_os_error());
+        // relative to where the thread is (a node started under `nice 5`
+        // gets 15 with nice = 10), never above the lowest priority
+        let target = (current_thread_nice() + nice).min(19);
+        if libc::setpriority(libc::PRIO_PROCESS, tid, target) != 0 {
+            tracing::debug!("setpriority({target}) failed: {}", std::io::Error::last_os_error());
         }
     }
 }

@@ -553,8 +553,9 @@ pub fn write_dataset(cfg: &HipSynthConfig, out: &Path, seed: u64, count: u64) ->
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let root = "2.25";
     let uid = |what: &str, i: u64| crate::encode::uids::named_uid(root, &format!("ainode synth hip-tha seed {seed} case {i} {what}"));
-    let mut index = Vec::new();
-    for i in 0..count {
+    // each case is its own (seed, index) stream: generated in parallel, listed in order
+    use rayon::prelude::*;
+    let index = (0..count).into_par_iter().map(|i| -> anyhow::Result<serde_json::Value> {
         let img = generate(cfg, seed, i);
         let spec = crate::imaging::synth::SynthRadiograph {
             patient_name: format!("SYNTH^HIP^{seed}^{i}"),
@@ -578,8 +579,8 @@ pub fn write_dataset(cfg: &HipSynthConfig, out: &Path, seed: u64, count: u64) ->
         crate::imaging::synth::write(&obj, &dcm).with_context(|| format!("writing {}", dcm.display()))?;
         let json = out.join(img.case.file.replace(".dcm", ".json"));
         std::fs::write(&json, serde_json::to_vec_pretty(&img.case)?).with_context(|| format!("writing {}", json.display()))?;
-        index.push(serde_json::json!({"file": img.case.file, "side": img.case.side, "rows": img.rows, "cols": img.cols}));
-    }
+        Ok(serde_json::json!({"file": img.case.file, "side": img.case.side, "rows": img.rows, "cols": img.cols}))
+    }).collect::<anyhow::Result<Vec<_>>>()?;
     let manifest = serde_json::json!({
         "generator": "ainode data synth hip-tha",
         "version": env!("CARGO_PKG_VERSION"),

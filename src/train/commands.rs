@@ -14,7 +14,7 @@ use serde_json::json;
 use super::checkpoint::RunDir;
 use super::metrics::Metrics;
 use super::registry::Registry;
-use super::task::TaskOptions;
+use super::task::{TaskOptions, TrainConfig};
 use super::task::TrainTask;
 use super::trainer::{self, RunOptions, TrainSummary};
 use crate::models::device::{device_name, DeviceSpec};
@@ -37,6 +37,8 @@ pub struct TrainCommand {
     pub run_dir: Option<PathBuf>,
     /// Architecture config (JSON file) overriding the model's default.
     pub config: Option<PathBuf>,
+    /// Training recipe (JSON file, `TrainConfig` fields) merged over the model's.
+    pub recipe: Option<PathBuf>,
     pub storage: StorageDtype,
     pub model_version: String,
     /// Stop after this many epochs (testing an interruption).
@@ -63,6 +65,27 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// `overrides` (a JSON object of `TrainConfig` fields, nested objects merged
+/// field by field) over `base`; unknown fields are refused.
+pub fn merge_recipe(base: &TrainConfig, overrides: &serde_json::Value) -> anyhow::Result<TrainConfig> {
+    fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
+        match (into, from) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (slot, v) => *slot = v.clone(),
+        }
+    }
+    anyhow::ensure!(overrides.is_object(), "a recipe is a JSON object of training settings");
+    let mut v = serde_json::to_value(base)?;
+    merge(&mut v, overrides);
+    let cfg: TrainConfig = serde_json::from_value(v)?;
+    cfg.check()?;
+    Ok(cfg)
+}
+
 pub fn train_command(registry: &Registry, cmd: &TrainCommand) -> anyhow::Result<TrainOutcome> {
     let entry = registry.get(&cmd.name)?;
     let device = cmd.device.open()?;
@@ -71,6 +94,9 @@ pub fn train_command(registry: &Registry, cmd: &TrainCommand) -> anyhow::Result<
         TaskOptions { data_dir: cmd.data.clone(), device: device.clone(), seed: cmd.seed.unwrap_or(0), architecture, splits: TaskOptions::ALL_SPLITS.to_vec() };
     let mut task = (entry.build)(&opts).with_context(|| format!("building model {} on {}", cmd.name, cmd.data.display()))?;
     let mut cfg = task.train_defaults();
+    if let Some(path) = &cmd.recipe {
+        cfg = merge_recipe(&cfg, &read_json(path)?).with_context(|| format!("training recipe {}", path.display()))?;
+    }
     cfg.epochs = cmd.epochs.unwrap_or(cfg.epochs);
     cfg.batch_size = cmd.batch.unwrap_or(cfg.batch_size);
     cfg.micro_batch = cmd.micro_batch.unwrap_or(cfg.micro_batch);
@@ -178,6 +204,17 @@ mod tests {
     }
 
     #[test]
+    fn a_recipe_merges_field_by_field_and_refuses_unknown_fields() {
+        let base = TrainConfig::default();
+        let cfg = merge_recipe(&base, &json!({"optimizer": {"lr": 0.01}, "schedule": {"warmup_epochs": 3.0}, "epochs": 7})).unwrap();
+        assert_eq!((cfg.optimizer.lr, cfg.optimizer.beta1, cfg.schedule.warmup_epochs, cfg.epochs), (0.01, base.optimizer.beta1, 3.0, 7));
+        assert_eq!(cfg.schedule.floor_ratio, base.schedule.floor_ratio);
+        let e = merge_recipe(&base, &json!({"optimiser": {"lr": 0.01}})).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `optimiser`"), "{e:#}");
+        assert!(merge_recipe(&base, &json!({"batch_size": 0})).is_err());
+    }
+
+    #[test]
     fn train_exports_weights_and_card_and_eval_reloads_them() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let out = dir.path().join("weights/toy-squares");
@@ -193,6 +230,7 @@ mod tests {
             resume: false,
             run_dir: None,
             config: None,
+            recipe: None,
             storage: StorageDtype::F16,
             model_version: "0.1".into(),
             stop_after: None,

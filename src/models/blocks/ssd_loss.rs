@@ -98,7 +98,8 @@ pub fn hard_negatives(background_loss: &[f32], labels: &[u32], count: usize) -> 
 }
 
 /// The two terms of the multibox loss, each already divided by the number of
-/// positives in the batch (1 when there are none).
+/// positives in the batch (at least 1, and at least the kept negatives over
+/// `1 + neg_pos_ratio` when images without positives keep `min_negatives`).
 #[derive(Debug, Clone)]
 pub struct MultiboxLoss {
     pub classification: Tensor,
@@ -164,7 +165,10 @@ pub fn multibox_loss(cls_logits: &Tensor, box_deltas: &Tensor, priors: &Tensor, 
         }
     }
     let num_positives = positive_rows.len();
-    let norm = num_positives.max(1) as f64;
+    // SSD divides by the positives; negatives kept in images without any
+    // (`min_negatives`) count as the positives they stand for, so that a
+    // batch of such images does not weigh hundreds of times more than others
+    let norm = (num_positives as f64).max(num_negatives as f64 / (1.0 + cfg.neg_pos_ratio)).max(1.0);
 
     let classification = if selected.is_empty() {
         (cls_logits.sum_all()? * 0.0)?
@@ -245,6 +249,15 @@ mod tests {
         assert!((l.classification.to_scalar::<f64>()? - 3.0 * 2f64.ln()).abs() < 1e-12);
         // smooth L1: 0.5·0.5² + (2 - 0.5) on the positive only
         assert!((l.localization.to_scalar::<f64>()? - (0.125 + 1.5)).abs() < 1e-12);
+        // an image without ground truth keeping 2 negatives (min_negatives): 2 / (1 + 3) < 1, so / 1;
+        // keeping 8 of 9 boxes: / (8 / 4) = / 2
+        let empty = Annotations { boxes: Tensor::zeros((0, 4), DType::F32, &dev)?, labels: vec![] };
+        let cfg = MultiboxConfig { min_negatives: 8, ..Default::default() };
+        let pr9 = boxes_tensor(&(0..9).map(|i| [i as f32 * 20.0, 0., i as f32 * 20.0 + 10.0, 10.]).collect::<Vec<_>>(), &dev)?;
+        let l = multibox_loss(&Tensor::zeros((1, 9, 2), DType::F64, &dev)?, &Tensor::zeros((1, 9, 4), DType::F64, &dev)?, &pr9, &[empty], &cfg)?;
+        assert_eq!((l.num_positives, l.num_negatives), (0, 8));
+        assert!((l.classification.to_scalar::<f64>()? - 8.0 * 2f64.ln() / 2.0).abs() < 1e-12);
+        assert_eq!(l.localization.to_scalar::<f64>()?, 0.0);
         Ok(())
     }
 

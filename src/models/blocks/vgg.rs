@@ -2,11 +2,16 @@
 //! the SSD512 extra layers, the L2 normalisation of conv4_3, and the per-source
 //! class / box prediction convolutions (MODELS.md 3). Source maps for a 512x512
 //! input: 64, 32, 16, 8, 4, 2, 1 cells.
+//!
+//! `batch_norm` puts a batch norm after every trunk convolution and the
+//! extras down to 4 x 4 maps (ScratchDet: SSD trained from scratch with BN);
+//! it is off in the published network. The 2 x 2 and 1 x 1 extras stay
+//! without: their batch statistics would come from a handful of values.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, ModuleT, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
-use super::conv::{Conv2d, ConvConfig};
+use super::conv::{Conv2d, ConvBnAct, ConvConfig};
 use super::pool::{max_pool2d, Pool2dConfig};
 use super::resnet::scaled;
 
@@ -19,11 +24,36 @@ pub struct VggSsdConfig {
     pub conv6_dilation: usize,
     /// Initial scale of the conv4_3 L2 normalisation (20 in SSD).
     pub l2norm_scale: f64,
+    /// Batch norm after the trunk's and the larger extras' convolutions (not in SSD).
+    pub batch_norm: bool,
 }
 
 impl Default for VggSsdConfig {
     fn default() -> Self {
-        VggSsdConfig { in_channels: 3, width_mult: 1.0, conv6_dilation: 6, l2norm_scale: 20.0 }
+        VggSsdConfig { in_channels: 3, width_mult: 1.0, conv6_dilation: 6, l2norm_scale: 20.0, batch_norm: false }
+    }
+}
+
+/// Extras (of SSD512_EXTRAS) whose outputs are at least 4 x 4 and so get batch norm.
+const EXTRAS_WITH_BN: usize = 3;
+
+/// A convolution followed by ReLU, with or without batch norm in between.
+#[derive(Debug, Clone)]
+enum ConvRelu {
+    Plain(Conv2d),
+    Bn(ConvBnAct),
+}
+
+impl ConvRelu {
+    fn load(vb: VarBuilder, name: &str, i: usize, o: usize, cfg: ConvConfig, bn: bool) -> Result<ConvRelu> {
+        Ok(if bn { ConvRelu::Bn(ConvBnAct::load(vb.pp(name), i, o, cfg, true)?) } else { ConvRelu::Plain(conv(vb, name, i, o, cfg)?) })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            ConvRelu::Plain(c) => c.forward_relu(x),
+            ConvRelu::Bn(c) => c.forward_t(x, train),
+        }
     }
 }
 
@@ -38,10 +68,10 @@ fn conv(vb: VarBuilder, name: &str, i: usize, o: usize, cfg: ConvConfig) -> Resu
 
 #[derive(Debug, Clone)]
 pub struct VggSsd {
-    blocks: Vec<Vec<Conv2d>>,
-    conv6: Conv2d,
-    conv7: Conv2d,
-    extras: Vec<(Conv2d, Conv2d)>,
+    blocks: Vec<Vec<ConvRelu>>,
+    conv6: ConvRelu,
+    conv7: ConvRelu,
+    extras: Vec<(ConvRelu, ConvRelu)>,
     l2norm_weight: Tensor,
     channels: Vec<usize>,
 }
@@ -49,27 +79,29 @@ pub struct VggSsd {
 impl VggSsd {
     pub fn load(vb: VarBuilder, cfg: &VggSsdConfig) -> Result<VggSsd> {
         let w = |c| scaled(c, cfg.width_mult);
+        let bn = cfg.batch_norm;
         let same3 = ConvConfig::same(3, 1, 1, true);
         let mut in_c = cfg.in_channels;
         let mut blocks = Vec::new();
         for (b, &(c, n)) in VGG16.iter().enumerate() {
             let mut convs = Vec::new();
             for k in 0..n {
-                convs.push(conv(vb.clone(), &format!("conv{}_{}", b + 1, k + 1), in_c, w(c), same3)?);
+                convs.push(ConvRelu::load(vb.clone(), &format!("conv{}_{}", b + 1, k + 1), in_c, w(c), same3, bn)?);
                 in_c = w(c);
             }
             blocks.push(convs);
         }
         let conv4_3 = w(512);
         let d = cfg.conv6_dilation;
-        let conv6 = conv(vb.clone(), "conv6", in_c, w(1024), ConvConfig::same(3, 1, d, true))?;
-        let conv7 = conv(vb.clone(), "conv7", w(1024), w(1024), ConvConfig::same(1, 1, 1, true))?;
+        let conv6 = ConvRelu::load(vb.clone(), "conv6", in_c, w(1024), ConvConfig::same(3, 1, d, true), bn)?;
+        let conv7 = ConvRelu::load(vb.clone(), "conv7", w(1024), w(1024), ConvConfig::same(1, 1, 1, true), bn)?;
         let mut channels = vec![conv4_3, w(1024)];
         in_c = w(1024);
         let mut extras = Vec::new();
         for (e, &(c1, c2, stride, k)) in SSD512_EXTRAS.iter().enumerate() {
-            let a = conv(vb.clone(), &format!("conv{}_1", e + 8), in_c, w(c1), ConvConfig::same(1, 1, 1, true))?;
-            let b = conv(vb.clone(), &format!("conv{}_2", e + 8), w(c1), w(c2), ConvConfig { kernel: k, stride, padding: 1, dilation: 1, bias: true })?;
+            let bn = bn && e < EXTRAS_WITH_BN;
+            let a = ConvRelu::load(vb.clone(), &format!("conv{}_1", e + 8), in_c, w(c1), ConvConfig::same(1, 1, 1, true), bn)?;
+            let b = ConvRelu::load(vb.clone(), &format!("conv{}_2", e + 8), w(c1), w(c2), ConvConfig { kernel: k, stride, padding: 1, dilation: 1, bias: true }, bn)?;
             extras.push((a, b));
             in_c = w(c2);
             channels.push(in_c);
@@ -84,7 +116,9 @@ impl VggSsd {
     }
 
     /// The seven source maps: L2-normalised conv4_3, conv7, conv8_2 .. conv12_2.
-    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+    /// `train` selects batch statistics (and updates the running ones) when
+    /// the trunk has batch norm.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
         let pool2 = Pool2dConfig { kernel: 2, stride: 2, padding: 0 };
         let mut y = x.clone();
         let mut sources = Vec::with_capacity(7);
@@ -93,18 +127,18 @@ impl VggSsd {
                 y = max_pool2d(&y, &pool2)?;
             }
             for c in convs {
-                y = c.forward_relu(&y)?;
+                y = c.forward_t(&y, train)?;
             }
             if b == 3 {
                 sources.push(l2_normalize_channels(&y, &self.l2norm_weight)?);
             }
         }
         y = max_pool2d(&y, &Pool2dConfig { kernel: 3, stride: 1, padding: 1 })?;
-        y = self.conv6.forward_relu(&y)?;
-        y = self.conv7.forward_relu(&y)?;
+        y = self.conv6.forward_t(&y, train)?;
+        y = self.conv7.forward_t(&y, train)?;
         sources.push(y.clone());
         for (a, b) in &self.extras {
-            y = b.forward_relu(&a.forward_relu(&y)?)?;
+            y = b.forward_t(&a.forward_t(&y, train)?, train)?;
             sources.push(y.clone());
         }
         Ok(sources)
@@ -174,7 +208,7 @@ mod tests {
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let net = VggSsd::load(vb.clone(), &VggSsdConfig { width_mult: 0.0625, ..Default::default() })?;
         let x = Tensor::zeros((1, 3, 512, 512), DType::F32, &Device::Cpu)?;
-        let src = net.forward(&x)?;
+        let src = net.forward_t(&x, false)?;
         let sizes: Vec<usize> = src.iter().map(|t| t.dim(2).unwrap()).collect();
         assert_eq!(sizes, vec![64, 32, 16, 8, 4, 2, 1]);
         let head = MultiboxHead::load(vb.pp("head"), net.source_channels(), &[4, 6, 6, 6, 6, 4, 4], 11)?;
