@@ -362,6 +362,29 @@ mod tests {
     }
 
     #[test]
+    fn he_init_keeps_the_deep_source_maps_alive() -> Result<()> {
+        // the plain trunk (no batch norm) from scratch: PyTorch's default init
+        // shrinks the signal ~6x in power per layer, so the deepest source
+        // maps start near zero and the biases alone decide (issue 16); He keeps them
+        use crate::models::init::{seeded_init_as, WeightInit};
+        let rms_of_sources = |init: WeightInit| -> Result<Vec<f64>> {
+            let vm = VarMap::new();
+            let net = HipSsd::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &tiny())?;
+            seeded_init_as(&vm, 0, init).unwrap();
+            let v: Vec<f32> = (0..512 * 512).map(|i| ((i * 7919 % 1009) as f32 / 1009.0)).collect();
+            let src = net.trunk.forward_t(&Tensor::from_vec(v, (1, 1, 512, 512), &Device::Cpu)?, false)?;
+            src.iter().map(|s| Ok((s.sqr()?.mean_all()?.to_scalar::<f32>()? as f64).sqrt())).collect()
+        };
+        let (torch, he) = (rms_of_sources(WeightInit::TorchDefault)?, rms_of_sources(WeightInit::HeUniform)?);
+        // source 0 is L2-normalised (rms 20 / sqrt(channels)) either way
+        for k in 1..7 {
+            assert!(he[k] > 0.01, "He: source {k} rms {:.2e} ({he:?})", he[k]);
+            assert!(torch[k] < he[k] / 10.0, "default init: source {k} rms {:.2e} vs He {:.2e}", torch[k], he[k]);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn preprocessing_maps_points_and_normalises() -> anyhow::Result<()> {
         // a 0.15 mm image 600 x 400 with a bright square whose centre is at (30 mm, 45 mm)
         let (rows, cols, sp) = (600, 400, 0.15);
@@ -390,41 +413,6 @@ mod tests {
         assert!((sx / sw - want[0]).abs() < 1.0 && (sy / sw - want[1]).abs() < 1.0, "{:?} vs {want:?}", (sx / sw, sy / sw));
         let back = input.to_source_mm(want);
         assert!((back[0] - 30.0).abs() < 1e-9 && (back[1] - 45.0).abs() < 1e-9);
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod diag {
-    use super::*;
-    use candle_nn::VarMap;
-
-    /// AINODE_DIAG_WEIGHTS=run/last/weights.safetensors: activation statistics per source map.
-    #[test]
-    #[ignore]
-    fn activation_stats() -> anyhow::Result<()> {
-        let vm = VarMap::new();
-        let cfg = HipSsdConfig { width_mult: 0.125, ..Default::default() };
-        let net = HipSsd::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &cfg)?;
-        crate::models::init::seeded_init_as(&vm, 0, crate::models::init::WeightInit::HeUniform)?;
-        if let Ok(p) = std::env::var("AINODE_DIAG_WEIGHTS") {
-            vm.clone().load(p)?;
-        }
-        let mut rng = crate::rng::Rng::stream(crate::rng::Purpose::Initialization, 1, 0, 0);
-        for img in 0..2 {
-            let v: Vec<f32> = (0..512 * 512).map(|i| ((i % 512) as f32 / 512.0 * (img as f32 + 1.0)).fract() * 0.5 + rng.range(0.0, 0.5) as f32).collect();
-            let x = Tensor::from_vec(v, (1, 1, 512, 512), &Device::Cpu)?;
-            let src = net.trunk.forward_t(&x, false)?;
-            for (k, s) in src.iter().enumerate() {
-                let f = s.flatten_all()?.to_vec1::<f32>()?;
-                let zeros = f.iter().filter(|v| **v == 0.0).count() as f64 / f.len() as f64;
-                let rms = (f.iter().map(|v| (v * v) as f64).sum::<f64>() / f.len() as f64).sqrt();
-                println!("img {img} source {k} {:?}: rms {rms:.3e}, zero share {zeros:.3}", s.dims());
-            }
-            let (cls, _) = net.forward(&x)?;
-            let c = cls.get(0)?.to_vec2::<f32>()?;
-            println!("  cls logits row 0 {:?} row 9000 {:?}", &c[0][..4], &c[9000][..4]);
-        }
         Ok(())
     }
 }

@@ -4,7 +4,8 @@
 //! momentum 0.1). candle_nn's layer builds training mode from ten tensor ops
 //! (transpose, copies, broadcasts), each with its backward; on the CPU this
 //! one is a custom op: one pass for the statistics, one to normalise, and the
-//! closed-form backward in two passes. Elsewhere candle_nn's formula runs.
+//! closed-form backward in two passes; a following ReLU can be fused into
+//! the same passes (`forward_relu_t`). Elsewhere candle_nn's formula runs.
 //! In inference mode `scale_shift` gives the per-channel affine map that
 //! `conv::ConvBnAct` folds into its convolution.
 
@@ -53,9 +54,22 @@ impl BatchNorm {
         Ok((scale, shift))
     }
 
-    fn forward_train_cpu(&self, x: &Tensor) -> Result<Tensor> {
+    /// relu(batch norm(x)); on the CPU in training mode the ReLU is part of
+    /// the batch-norm op (no extra pass over the map, forward or backward).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && self.cpu_path(x) {
+            return self.forward_train_cpu(x, true);
+        }
+        self.forward_t(x, train)?.relu()
+    }
+
+    fn cpu_path(&self, x: &Tensor) -> bool {
+        x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == self.weight.dtype() && x.rank() >= 2
+    }
+
+    fn forward_train_cpu(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let stats = Arc::new(Mutex::new(Vec::new()));
-        let op = BatchNormTrain { eps: self.eps, stats: stats.clone() };
+        let op = BatchNormTrain { eps: self.eps, relu, stats: stats.clone() };
         let x = x.contiguous()?;
         let y = if x.track_op() || self.weight.track_op() || self.bias.track_op() {
             x.apply_op3(&self.weight, &self.bias, op)?
@@ -79,9 +93,8 @@ impl BatchNorm {
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let cpu = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == self.weight.dtype() && x.rank() >= 2;
-        match (train, cpu) {
-            (true, true) => self.forward_train_cpu(x),
+        match (train, self.cpu_path(x)) {
+            (true, true) => self.forward_train_cpu(x, false),
             (true, false) => self.reference.forward_t(x, true),
             (false, _) => {
                 let (scale, shift) = self.scale_shift()?;
@@ -97,6 +110,8 @@ impl ModuleT for BatchNorm {
 /// (C,); keeps each channel's batch mean and biased variance for the caller.
 struct BatchNormTrain {
     eps: f64,
+    /// max(0, ·) of the result; the backward masks the gradient by the result.
+    relu: bool,
     /// Per channel (mean, biased variance) of the forward pass, shared with
     /// the layer (running statistics) and the backward pass.
     stats: Arc<Mutex<Vec<(f64, f64)>>>,
@@ -139,16 +154,30 @@ impl BatchNormTrain {
             let scale = w[ch].to_f64() / (var + self.eps).sqrt();
             let shift = b[ch].to_f64() - mean * scale;
             let (scale, shift) = (T::from_f64(scale), T::from_f64(shift));
-            for (o, v) in yp.iter_mut().zip(xp) {
-                *o = *v * scale + shift;
+            if self.relu {
+                for (o, v) in yp.iter_mut().zip(xp) {
+                    let z = *v * scale + shift;
+                    *o = if z > T::zero() { z } else { T::zero() };
+                }
+            } else {
+                for (o, v) in yp.iter_mut().zip(xp) {
+                    *o = *v * scale + shift;
+                }
             }
         });
         *self.stats.lock().expect("bn stats") = stats;
         Ok(y)
     }
 
-    /// (dx, per channel (Σ dy, Σ dy·x̂)) from x and dy (N, C, S).
-    fn gradients<T: WithDType>(&self, xv: &[T], dy: &[T], wv: &[f64], stats: &[(f64, f64)], (n, c, s): (usize, usize, usize)) -> (Vec<T>, Vec<(f64, f64)>) {
+    /// (dx, per channel (Σ dy, Σ dy·x̂)) from x and dy (N, C, S); with the
+    /// fused ReLU, dy counts only where the result `y` is positive.
+    fn gradients<T: WithDType>(&self, xv: &[T], dy: &[T], y: Option<&[T]>, wv: &[f64], stats: &[(f64, f64)], (n, c, s): (usize, usize, usize)) -> (Vec<T>, Vec<(f64, f64)>) {
+        let g_at = |i: usize| -> f64 {
+            match y {
+                Some(y) if y[i] <= T::zero() => 0.0,
+                _ => dy[i].to_f64(),
+            }
+        };
         let m = (n * s) as f64;
         // per channel Σ dy and Σ dy·x̂
         let sums: Vec<(f64, f64)> = (0..c)
@@ -159,8 +188,8 @@ impl BatchNormTrain {
                 let (mut sd, mut sdx) = (0.0, 0.0);
                 for b in 0..n {
                     let at = (b * c + ch) * s;
-                    for (g, v) in dy[at..at + s].iter().zip(&xv[at..at + s]) {
-                        let g = g.to_f64();
+                    for (i, v) in (at..at + s).zip(&xv[at..at + s]) {
+                        let g = g_at(i);
                         sd += g;
                         sdx += g * (v.to_f64() - mean) * inv;
                     }
@@ -176,9 +205,9 @@ impl BatchNormTrain {
             let (sd, sdx) = sums[ch];
             let k = wv[ch] * inv;
             let at = plane * s;
-            for ((o, g), v) in d.iter_mut().zip(&dy[at..at + s]).zip(&xv[at..at + s]) {
+            for ((o, i), v) in d.iter_mut().zip(at..at + s).zip(&xv[at..at + s]) {
                 let xhat = (v.to_f64() - mean) * inv;
-                *o = T::from_f64(k * (g.to_f64() - sd / m - xhat * sdx / m));
+                *o = T::from_f64(k * (g_at(i) - sd / m - xhat * sdx / m));
             }
         });
         (dx, sums)
@@ -186,14 +215,22 @@ impl BatchNormTrain {
 
     /// dx, dw, db of y = x̂·w + b with x̂ = (x - mean) / sqrt(var + eps):
     /// db = Σ dy, dw = Σ dy·x̂, dx = w / σ · (dy - db/M - x̂ · dw/M).
-    fn backward<T: WithDType>(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    fn backward<T: WithDType>(&self, x: &Tensor, w: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (n, c, s) = ncs(x.dims());
         let wv = w.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let stats = self.stats.lock().expect("bn stats").clone();
         if stats.len() != c {
             candle_core::bail!("batch norm backward without its forward pass");
         }
-        let (dx, sums) = with_cpu_slice::<T, _>(x, OP, |xv| with_cpu_slice::<T, _>(grad, OP, |dy| Ok(self.gradients(xv, dy, &wv, &stats, (n, c, s)))))?;
+        let (dx, sums) = with_cpu_slice::<T, _>(x, OP, |xv| {
+            with_cpu_slice::<T, _>(grad, OP, |dy| {
+                if self.relu {
+                    with_cpu_slice::<T, _>(res, OP, |y| Ok(self.gradients(xv, dy, Some(y), &wv, &stats, (n, c, s))))
+                } else {
+                    Ok(self.gradients(xv, dy, None, &wv, &stats, (n, c, s)))
+                }
+            })
+        })?;
         let dt = w.dtype();
         let dw = Tensor::from_vec(sums.iter().map(|p| p.1).collect::<Vec<f64>>(), c, w.device())?.to_dtype(dt)?;
         let db = Tensor::from_vec(sums.iter().map(|p| p.0).collect::<Vec<f64>>(), c, w.device())?.to_dtype(dt)?;
@@ -218,13 +255,13 @@ impl CustomOp3 for BatchNormTrain {
         )
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = profile::record(
             || format!("batch norm on {:?} backward", x.dims()),
             0.0,
             || match x.dtype() {
-                DType::F32 => self.backward::<f32>(x, w, grad),
-                DType::F64 => self.backward::<f64>(x, w, grad),
+                DType::F32 => self.backward::<f32>(x, w, res, grad),
+                DType::F64 => self.backward::<f64>(x, w, res, grad),
                 dt => candle_core::bail!("batch norm: no backward for {dt:?}"),
             },
         )?;
@@ -274,6 +311,22 @@ mod tests {
         let x5 = det_tensor(&[2, 3, 2, 3, 2], 10);
         let (a, b) = (ours.forward_t(&x5, true)?, reference.forward_t(&x5, true)?);
         assert!((a - b)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-10);
+        Ok(())
+    }
+
+    #[test]
+    fn fused_relu_equals_batch_norm_then_relu_and_its_gradients() -> Result<()> {
+        let (_vm, bn) = layer(21)?;
+        let x = (det_tensor(&[3, 3, 4, 3], 22) * 2.0)?;
+        let t = det_tensor(&[3, 3, 4, 3], 23);
+        let (a, b) = (bn.forward_relu_t(&x, true)?, bn.forward_t(&x, true)?.relu()?);
+        assert!((a - b)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12);
+        let x = candle_core::Var::from_tensor(&x)?;
+        let (ga, gb) = ((bn.forward_relu_t(&x, true)? * &t)?.sum_all()?.backward()?, (bn.forward_t(&x, true)?.relu()? * &t)?.sum_all()?.backward()?);
+        let diff = (ga.get(&x).unwrap() - gb.get(&x).unwrap())?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(diff < 1e-12, "{diff}");
+        let e = gradcheck(&x, |x| (bn.forward_relu_t(x, true)? * &t)?.sum_all())?;
+        assert!(e < 1e-5, "{e}");
         Ok(())
     }
 

@@ -178,6 +178,9 @@ impl ConvBnAct {
 impl ModuleT for ConvBnAct {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = if train {
+            if self.relu {
+                return self.bn.forward_relu_t(&self.conv.forward(x)?, true);
+            }
             self.bn.forward_t(&self.conv.forward(x)?, true)?
         } else {
             // inference: batch norm folded into the convolution (one pass less)
