@@ -5,8 +5,8 @@ with the same thread count; inference also in onnxruntime from the same
 module (exported with torch.onnx). Needs torch (+ torchvision for Mask R-CNN),
 onnx and onnxruntime: a bench-only venv, never the tests'.
 
-- hip-tha: VGG16-SSD512 at width 0.25 (models/blocks/vgg.rs: conv + bias +
-  ReLU, pool5 3x3/1, dilated conv6, conv7, SSD512 extras, L2Norm on conv4_3,
+- hip-tha: VGG16-SSD512 at width 0.25 (models/blocks/vgg.rs: conv + batch
+  norm + ReLU in the trunk and the first three extras, as trained; pool5 3x3/1, dilated conv6, conv7, SSD512 extras, L2Norm on conv4_3,
   3x3 multibox heads), 1 x 1 x 512 x 512; training: matched softmax CE with
   3:1 hard negatives + smooth L1 over the 24564 default boxes (ssd.pytorch's
   MultiBoxLoss), AdamW.
@@ -75,8 +75,17 @@ MAX_SIZES = [76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6]
 RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
 
 
+def conv_bn(cin, cout, k, bn, **kw):
+    """A convolution, with batch norm after it (and no bias) when `bn`."""
+    if not bn:
+        return nn.Conv2d(cin, cout, k, **kw)
+    return nn.Sequential(nn.Conv2d(cin, cout, k, bias=False, **kw), nn.BatchNorm2d(cout))
+
+
 class Ssd512(nn.Module):
-    def __init__(self, width=0.25, classes=11):
+    # batch norm: the trunk, conv6, conv7 and the first three extras, as the
+    # hip-tha training recipe (models/blocks/vgg.rs EXTRAS_WITH_BN)
+    def __init__(self, width=0.25, classes=11, bn=True):
         super().__init__()
         w = lambda c: scaled(c, width)  # noqa: E731
         self.blocks = nn.ModuleList()
@@ -84,17 +93,18 @@ class Ssd512(nn.Module):
         for c, n in VGG16:
             convs = nn.ModuleList()
             for _ in range(n):
-                convs.append(nn.Conv2d(cin, w(c), 3, padding=1))
+                convs.append(conv_bn(cin, w(c), 3, bn, padding=1))
                 cin = w(c)
             self.blocks.append(convs)
         self.l2 = nn.Parameter(torch.full((w(512),), 20.0))
-        self.conv6 = nn.Conv2d(cin, w(1024), 3, padding=6, dilation=6)
-        self.conv7 = nn.Conv2d(w(1024), w(1024), 1)
+        self.conv6 = conv_bn(cin, w(1024), 3, bn, padding=6, dilation=6)
+        self.conv7 = conv_bn(w(1024), w(1024), 1, bn)
         self.extras = nn.ModuleList()
         cin = w(1024)
         sources = [w(512), w(1024)]
-        for c1, c2, s, k in EXTRAS:
-            self.extras.append(nn.ModuleList([nn.Conv2d(cin, w(c1), 1), nn.Conv2d(w(c1), w(c2), k, stride=s, padding=1)]))
+        for e, (c1, c2, s, k) in enumerate(EXTRAS):
+            b = bn and e < 3
+            self.extras.append(nn.ModuleList([conv_bn(cin, w(c1), 1, b), conv_bn(w(c1), w(c2), k, b, stride=s, padding=1)]))
             cin = w(c2)
             sources.append(cin)
         per_cell = [2 + 2 * len(r) for r in RATIOS]

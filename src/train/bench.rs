@@ -14,11 +14,12 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
 use crate::models::blocks::gemm::{matmul, threads, View};
-use crate::models::hip_tha::{HipSsd, HipSsdConfig};
+use crate::models::hip_tha::HipSsd;
 use crate::models::init::seeded_init;
 use crate::models::lung_lesions::{instances_from_label_map, LungPreprocessConfig, MaskRcnn, MaskRcnnConfig};
 use crate::models::profile::{self, OpStat};
 use crate::rng::{Purpose, Rng};
+use crate::train::tasks::hip_tha::HipTaskConfig;
 use crate::train::optim::{accumulate_grads, named_vars, AdamW, AdamWConfig, NamedGrads};
 
 /// The networks `ainode bench cpu` knows, by pipeline name.
@@ -239,7 +240,8 @@ fn build(name: &str) -> anyhow::Result<(Box<dyn BenchNetwork>, VarMap)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let net: Box<dyn BenchNetwork> = match name {
-        "hip-tha" => Box::new(HipBench(HipSsd::load(vb, &HipSsdConfig::default())?)),
+        // the configuration the training recipe ships (batch norm on)
+        "hip-tha" => Box::new(HipBench(HipSsd::load(vb, &HipTaskConfig::default().network)?)),
         "lung-lesions" => Box::new(LungBench(MaskRcnn::load(vb, &MaskRcnnConfig::default())?, LungPreprocessConfig::default().input_size)),
         other => anyhow::bail!("bench: unknown network {other:?} (known: {})", NETWORKS.join(", ")),
     };
