@@ -192,8 +192,11 @@ impl HipTask {
             None => HipTaskConfig::default(),
         };
         let (train_dir, test_dir) = (opts.data_dir.join("train"), opts.data_dir.join("test"));
+        // evaluating the test split alone needs no training folder (e.g. cases
+        // of a generator seed never trained on: DIR/test only)
+        let test_only = !opts.splits.iter().any(|s| matches!(s, Split::Train | Split::Val));
         for d in [&train_dir, &test_dir] {
-            if !d.is_dir() {
+            if !d.is_dir() && !(test_only && d == &train_dir) {
                 bail!(
                     "{} missing: make it with `ainode data synth hip-tha --out {} --seed {} --count N`",
                     d.display(),
@@ -202,7 +205,7 @@ impl HipTask {
                 );
             }
         }
-        let all = read_labels(&train_dir)?;
+        let all = if train_dir.is_dir() { read_labels(&train_dir)? } else { Vec::new() };
         let test_labels = read_labels(&test_dir)?;
         // validation carve-out: a seeded choice of whole cases (each case its own group)
         let items: Vec<(FileSplit, String)> = all.iter().map(|c| (FileSplit::Train, c.file.clone())).collect();
@@ -443,6 +446,11 @@ mod tests {
         assert_eq!((test_only.train.len(), test_only.val.len(), test_only.test.len()), (5, 1, 3));
         assert!(test_only.train.items().is_err() && test_only.test.items().is_ok());
         assert_eq!(test_only.hash, task.hash);
+        // a folder with only test cases (another generator seed) evaluates
+        std::fs::remove_dir_all(dir.path().join("train"))?;
+        let unseen = HipTask::open(&TaskOptions { splits: vec![Split::Test], ..opts.clone() })?;
+        assert_eq!((unseen.train.len(), unseen.test.len()), (0, 3));
+        assert!(HipTask::open(&opts).is_err());
         Ok(())
     }
 
