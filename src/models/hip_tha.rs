@@ -113,7 +113,8 @@ pub struct HipSsd {
 impl HipSsd {
     pub fn load(vb: VarBuilder, cfg: &HipSsdConfig) -> Result<HipSsd> {
         cfg.validate()?;
-        let trunk = VggSsd::load(vb.pp("trunk"), &VggSsdConfig { in_channels: 1, width_mult: cfg.width_mult, batch_norm: cfg.batch_norm, ..Default::default() })?;
+        let trunk =
+            VggSsd::load(vb.pp("trunk"), &VggSsdConfig { in_channels: 1, width_mult: cfg.width_mult, batch_norm: cfg.batch_norm, ..Default::default() })?;
         let priors = cfg.priors();
         let per_cell: Vec<usize> = (0..priors.feature_maps.len()).map(|k| priors.boxes_per_cell(k)).collect();
         let head = MultiboxHead::load(vb.pp("head"), trunk.source_channels(), &per_cell, cfg.num_classes())?;

@@ -555,32 +555,35 @@ pub fn write_dataset(cfg: &HipSynthConfig, out: &Path, seed: u64, count: u64) ->
     let uid = |what: &str, i: u64| crate::encode::uids::named_uid(root, &format!("ainode synth hip-tha seed {seed} case {i} {what}"));
     // each case is its own (seed, index) stream: generated in parallel, listed in order
     use rayon::prelude::*;
-    let index = (0..count).into_par_iter().map(|i| -> anyhow::Result<serde_json::Value> {
-        let img = generate(cfg, seed, i);
-        let spec = crate::imaging::synth::SynthRadiograph {
-            patient_name: format!("SYNTH^HIP^{seed}^{i}"),
-            patient_id: format!("SYNTH-HIP-{seed}-{i}"),
-            study_instance_uid: uid("study", i)?,
-            series_instance_uid: uid("series", i)?,
-            sop_instance_uid: uid("instance", i)?,
-            rows: img.rows,
-            cols: img.cols,
-            imager_pixel_spacing: [img.spacing, img.spacing],
-            bits_stored: 12,
-            body_part: "PELVIS".into(),
-            anatomic_region: ("12921003".into(), "SCT".into(), "Pelvis".into()),
-            view_position: "AP".into(),
-            patient_orientation: ["L".into(), "F".into()],
-            series_description: "AP pelvis (synthetic)".into(),
-            window: (2048.0, 4096.0),
-        };
-        let obj = crate::imaging::synth::dx_image(&spec, &img.stored);
-        let dcm = out.join(&img.case.file);
-        crate::imaging::synth::write(&obj, &dcm).with_context(|| format!("writing {}", dcm.display()))?;
-        let json = out.join(img.case.file.replace(".dcm", ".json"));
-        std::fs::write(&json, serde_json::to_vec_pretty(&img.case)?).with_context(|| format!("writing {}", json.display()))?;
-        Ok(serde_json::json!({"file": img.case.file, "side": img.case.side, "rows": img.rows, "cols": img.cols}))
-    }).collect::<anyhow::Result<Vec<_>>>()?;
+    let index = (0..count)
+        .into_par_iter()
+        .map(|i| -> anyhow::Result<serde_json::Value> {
+            let img = generate(cfg, seed, i);
+            let spec = crate::imaging::synth::SynthRadiograph {
+                patient_name: format!("SYNTH^HIP^{seed}^{i}"),
+                patient_id: format!("SYNTH-HIP-{seed}-{i}"),
+                study_instance_uid: uid("study", i)?,
+                series_instance_uid: uid("series", i)?,
+                sop_instance_uid: uid("instance", i)?,
+                rows: img.rows,
+                cols: img.cols,
+                imager_pixel_spacing: [img.spacing, img.spacing],
+                bits_stored: 12,
+                body_part: "PELVIS".into(),
+                anatomic_region: ("12921003".into(), "SCT".into(), "Pelvis".into()),
+                view_position: "AP".into(),
+                patient_orientation: ["L".into(), "F".into()],
+                series_description: "AP pelvis (synthetic)".into(),
+                window: (2048.0, 4096.0),
+            };
+            let obj = crate::imaging::synth::dx_image(&spec, &img.stored);
+            let dcm = out.join(&img.case.file);
+            crate::imaging::synth::write(&obj, &dcm).with_context(|| format!("writing {}", dcm.display()))?;
+            let json = out.join(img.case.file.replace(".dcm", ".json"));
+            std::fs::write(&json, serde_json::to_vec_pretty(&img.case)?).with_context(|| format!("writing {}", json.display()))?;
+            Ok(serde_json::json!({"file": img.case.file, "side": img.case.side, "rows": img.rows, "cols": img.cols}))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let manifest = serde_json::json!({
         "generator": "ainode data synth hip-tha",
         "version": env!("CARGO_PKG_VERSION"),

@@ -19,8 +19,8 @@ use crate::models::init::seeded_init;
 use crate::models::lung_lesions::{instances_from_label_map, LungPreprocessConfig, MaskRcnn, MaskRcnnConfig};
 use crate::models::profile::{self, OpStat};
 use crate::rng::{Purpose, Rng};
-use crate::train::tasks::hip_tha::HipTaskConfig;
 use crate::train::optim::{accumulate_grads, named_vars, AdamW, AdamWConfig, NamedGrads};
+use crate::train::tasks::hip_tha::HipTaskConfig;
 
 /// The networks `ainode bench cpu` knows, by pipeline name.
 pub const NETWORKS: [&str; 2] = ["hip-tha", "lung-lesions"];

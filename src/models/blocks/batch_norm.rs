@@ -171,7 +171,15 @@ impl BatchNormTrain {
 
     /// (dx, per channel (Σ dy, Σ dy·x̂)) from x and dy (N, C, S); with the
     /// fused ReLU, dy counts only where the result `y` is positive.
-    fn gradients<T: WithDType>(&self, xv: &[T], dy: &[T], y: Option<&[T]>, wv: &[f64], stats: &[(f64, f64)], (n, c, s): (usize, usize, usize)) -> (Vec<T>, Vec<(f64, f64)>) {
+    fn gradients<T: WithDType>(
+        &self,
+        xv: &[T],
+        dy: &[T],
+        y: Option<&[T]>,
+        wv: &[f64],
+        stats: &[(f64, f64)],
+        (n, c, s): (usize, usize, usize),
+    ) -> (Vec<T>, Vec<(f64, f64)>) {
         let g_at = |i: usize| -> f64 {
             match y {
                 Some(y) if y[i] <= T::zero() => 0.0,

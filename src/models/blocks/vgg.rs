@@ -101,7 +101,14 @@ impl VggSsd {
         for (e, &(c1, c2, stride, k)) in SSD512_EXTRAS.iter().enumerate() {
             let bn = bn && e < EXTRAS_WITH_BN;
             let a = ConvRelu::load(vb.clone(), &format!("conv{}_1", e + 8), in_c, w(c1), ConvConfig::same(1, 1, 1, true), bn)?;
-            let b = ConvRelu::load(vb.clone(), &format!("conv{}_2", e + 8), w(c1), w(c2), ConvConfig { kernel: k, stride, padding: 1, dilation: 1, bias: true }, bn)?;
+            let b = ConvRelu::load(
+                vb.clone(),
+                &format!("conv{}_2", e + 8),
+                w(c1),
+                w(c2),
+                ConvConfig { kernel: k, stride, padding: 1, dilation: 1, bias: true },
+                bn,
+            )?;
             extras.push((a, b));
             in_c = w(c2);
             channels.push(in_c);

@@ -26,8 +26,8 @@ use serde_json::json;
 use crate::imaging::decode::{decode_object, open, ColorMode};
 use crate::imaging::geometry::{pixel_spacing, SpacingSource};
 use crate::imaging::Image;
-use crate::models::init::WeightInit;
 use crate::models::hip_tha::{preprocess, HipInput, HipPreprocessConfig, HipSsd, HipSsdConfig};
+use crate::models::init::WeightInit;
 use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, Risk};
 use crate::synth::hip_tha::HipCase;
 use crate::train::data::augment::{Augmentation, BrightnessAug, ClampAug, GammaAug, NoiseAug, Pipeline};
@@ -465,7 +465,11 @@ mod tests {
         let gen = HipSynthConfig { spacing_mm: (0.4, 0.4), render_spacing_mm: 0.4, negative_share: 0.0, ..Default::default() };
         write_dataset(&gen, &dir.path().join("train"), 0, 9)?;
         write_dataset(&gen, &dir.path().join("test"), 1, 1)?;
-        let arch = HipTaskConfig { network: HipSsdConfig { width_mult: OVERFIT_WIDTH, batch_norm: true, ..Default::default() }, validation_fraction: 0.1, ..Default::default() };
+        let arch = HipTaskConfig {
+            network: HipSsdConfig { width_mult: OVERFIT_WIDTH, batch_norm: true, ..Default::default() },
+            validation_fraction: 0.1,
+            ..Default::default()
+        };
         let opts = TaskOptions {
             data_dir: dir.path().to_path_buf(),
             device: Device::Cpu,
