@@ -375,7 +375,9 @@ fn main() {
         _ => (cli.threads.unwrap_or(0), 0),
     };
     ainode::models::threads::configure(threads, nice);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AINODE_LOG").unwrap_or_else(|_| "info".into());
+    // openjpeg reports every JPEG 2000 header it reads at info level (through
+    // the jpeg2k crate): warnings and errors only, unless AINODE_LOG asks
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AINODE_LOG").unwrap_or_else(|_| "info,jpeg2k=warn".into());
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
     let code = match run(cli, serve_cfg) {
