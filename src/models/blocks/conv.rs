@@ -177,26 +177,18 @@ impl ConvBnAct {
 
 impl ModuleT for ConvBnAct {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = if train {
-            if self.relu {
-                return self.bn.forward_relu_t(&self.conv.forward(x)?, true);
-            }
-            self.bn.forward_t(&self.conv.forward(x)?, true)?
-        } else {
-            // inference: batch norm folded into the convolution (one pass less)
-            let (scale, shift) = self.bn.scale_shift()?;
-            let w = self.conv.weight.broadcast_mul(&scale.to_dtype(self.conv.weight.dtype())?.reshape(((), 1, 1, 1))?)?;
-            let b = match &self.conv.bias {
-                Some(b) => ((b * &scale)? + &shift)?,
-                None => shift,
-            };
-            return conv2d_act(x, &w, Some(&b.to_dtype(w.dtype())?), &self.conv.cfg, self.relu);
-        };
-        if self.relu {
-            y.relu()
-        } else {
-            Ok(y)
+        if train {
+            let y = self.conv.forward(x)?;
+            return if self.relu { self.bn.forward_relu_t(&y, true) } else { self.bn.forward_t(&y, true) };
         }
+        // inference: batch norm folded into the convolution (one pass less)
+        let (scale, shift) = self.bn.scale_shift()?;
+        let w = self.conv.weight.broadcast_mul(&scale.to_dtype(self.conv.weight.dtype())?.reshape(((), 1, 1, 1))?)?;
+        let b = match &self.conv.bias {
+            Some(b) => ((b * &scale)? + &shift)?,
+            None => shift,
+        };
+        conv2d_act(x, &w, Some(&b.to_dtype(w.dtype())?), &self.conv.cfg, self.relu)
     }
 }
 

@@ -117,19 +117,25 @@ fn read_labels(dir: &Path) -> anyhow::Result<Vec<HipCase>> {
     jsons.iter().map(|j| serde_json::from_slice(&std::fs::read(j)?).with_context(|| format!("{}: not a hip-tha label file", j.display()))).collect()
 }
 
+/// A radiograph decoded and pre-processed into the network input, with its
+/// (rows, cols, row spacing in mm).
+fn read_input(dcm: &Path, cfg: &HipTaskConfig) -> anyhow::Result<(HipInput, usize, usize, f64)> {
+    let obj = open(dcm)?;
+    let sp = pixel_spacing(&obj);
+    if sp.source == SpacingSource::Unknown {
+        bail!("{}: no Pixel Spacing / Imager Pixel Spacing; hip-tha measures in mm", dcm.display());
+    }
+    let img = decode_object(&obj, ColorMode::Luminance).with_context(|| format!("decoding {}", dcm.display()))?;
+    let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &cfg.preprocess, cfg.network.input_size)
+        .with_context(|| format!("pre-processing {}", dcm.display()))?;
+    Ok((input, img.rows, img.cols, sp.row_mm))
+}
+
 /// Decodes and pre-processes the images of labelled cases.
 fn load_cases(dir: &Path, labels: Vec<HipCase>, cfg: &HipTaskConfig) -> anyhow::Result<Vec<Case>> {
     let mut cases = Vec::with_capacity(labels.len());
     for labels in labels {
-        let dcm = dir.join(&labels.file);
-        let obj = open(&dcm)?;
-        let sp = pixel_spacing(&obj);
-        if sp.source == SpacingSource::Unknown {
-            bail!("{}: no Pixel Spacing / Imager Pixel Spacing; hip-tha measures in mm", dcm.display());
-        }
-        let img = decode_object(&obj, ColorMode::Luminance)?;
-        let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &cfg.preprocess, cfg.network.input_size)
-            .with_context(|| format!("pre-processing {}", dcm.display()))?;
+        let (input, ..) = read_input(&dir.join(&labels.file), cfg)?;
         let points_input = (0..10).map(|k| labels.points_mm.get(k).map(|p| input.from_source_mm(p))).collect();
         cases.push(Case { id: labels.file.clone(), real_negative: false, input, points_input, labels });
     }
@@ -157,23 +163,16 @@ fn load_negatives(files: &[PathBuf], cfg: &HipTaskConfig) -> anyhow::Result<Vec<
     files
         .iter()
         .map(|dcm| {
-            let obj = open(dcm)?;
-            let sp = pixel_spacing(&obj);
-            if sp.source == SpacingSource::Unknown {
-                bail!("{}: no Pixel Spacing / Imager Pixel Spacing; hip-tha measures in mm", dcm.display());
-            }
-            let img = decode_object(&obj, ColorMode::Luminance).with_context(|| format!("decoding {}", dcm.display()))?;
-            let input = preprocess(img.frame(0), img.rows, img.cols, [sp.row_mm, sp.col_mm], &cfg.preprocess, cfg.network.input_size)
-                .with_context(|| format!("pre-processing {}", dcm.display()))?;
+            let (input, rows, cols, spacing_mm) = read_input(dcm, cfg)?;
             let file = dcm.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             let parameters = HipParameters::from_points(&HipPoints::default());
             let labels = HipCase {
                 file: file.clone(),
                 seed: 0,
                 index: 0,
-                rows: img.rows,
-                cols: img.cols,
-                spacing_mm: sp.row_mm,
+                rows,
+                cols,
+                spacing_mm,
                 side: None,
                 bilateral: false,
                 cemented: false,
@@ -423,23 +422,27 @@ mod tests {
     use super::*;
     use crate::synth::hip_tha::{write_dataset, HipSynthConfig};
 
-    const OVERFIT_WIDTH: f64 = 0.0625;
-    const OVERFIT_EPOCHS: usize = 60;
-
-    #[test]
-    fn trains_and_evaluates_on_generated_cases() -> anyhow::Result<()> {
+    /// A folder of low-resolution generated cases (train seed 0, test seed 1)
+    /// and the options to open it with `arch`.
+    fn generated(train: u64, test: u64, negative_share: f64, arch: &HipTaskConfig, seed: u64) -> anyhow::Result<(tempfile::TempDir, TaskOptions)> {
         let dir = tempfile::tempdir()?;
-        let gen = HipSynthConfig { spacing_mm: (0.4, 0.4), render_spacing_mm: 0.4, negative_share: 0.3, ..Default::default() };
-        write_dataset(&gen, &dir.path().join("train"), 0, 6)?;
-        write_dataset(&gen, &dir.path().join("test"), 1, 3)?;
-        let arch = HipTaskConfig { network: HipSsdConfig { width_mult: 0.0625, ..Default::default() }, validation_fraction: 0.2, ..Default::default() };
+        let gen = HipSynthConfig { spacing_mm: (0.4, 0.4), render_spacing_mm: 0.4, negative_share, ..Default::default() };
+        write_dataset(&gen, &dir.path().join("train"), 0, train)?;
+        write_dataset(&gen, &dir.path().join("test"), 1, test)?;
         let opts = TaskOptions {
             data_dir: dir.path().to_path_buf(),
             device: Device::Cpu,
-            seed: 4,
-            architecture: Some(serde_json::to_value(&arch)?),
+            seed,
+            architecture: Some(serde_json::to_value(arch)?),
             splits: TaskOptions::ALL_SPLITS.to_vec(),
         };
+        Ok((dir, opts))
+    }
+
+    #[test]
+    fn trains_and_evaluates_on_generated_cases() -> anyhow::Result<()> {
+        let arch = HipTaskConfig { network: HipSsdConfig { width_mult: 0.0625, ..Default::default() }, validation_fraction: 0.2, ..Default::default() };
+        let (dir, opts) = generated(6, 3, 0.3, &arch, 4)?;
         let mut task = HipTask::open(&opts)?;
         assert_eq!((task.num_train(), task.val.len(), task.test.len()), (5, 1, 3));
         // the labels survive pre-processing: every true point maps inside the input
@@ -475,22 +478,13 @@ mod tests {
     #[test]
     fn overfits_eight_generated_radiographs() -> anyhow::Result<()> {
         use crate::train::trainer::{train, RunOptions};
-        let dir = tempfile::tempdir()?;
-        let gen = HipSynthConfig { spacing_mm: (0.4, 0.4), render_spacing_mm: 0.4, negative_share: 0.0, ..Default::default() };
-        write_dataset(&gen, &dir.path().join("train"), 0, 9)?;
-        write_dataset(&gen, &dir.path().join("test"), 1, 1)?;
+        const OVERFIT_EPOCHS: usize = 60;
         let arch = HipTaskConfig {
-            network: HipSsdConfig { width_mult: OVERFIT_WIDTH, batch_norm: true, ..Default::default() },
+            network: HipSsdConfig { width_mult: 0.0625, batch_norm: true, ..Default::default() },
             validation_fraction: 0.1,
             ..Default::default()
         };
-        let opts = TaskOptions {
-            data_dir: dir.path().to_path_buf(),
-            device: Device::Cpu,
-            seed: 0,
-            architecture: Some(serde_json::to_value(&arch)?),
-            splits: TaskOptions::ALL_SPLITS.to_vec(),
-        };
+        let (dir, opts) = generated(9, 1, 0.0, &arch, 0)?;
         let mut task = HipTask::open(&opts)?;
         assert_eq!(task.num_train(), 8);
         let before = task.evaluate(Split::Train)?.get("mre_mm").unwrap();
