@@ -4,13 +4,14 @@ and sends a TID 1500 SR and a GSPS per image back to Orthanc. The objects are ju
 dciodvfy, dsrdump, PixelMed's DicomSRValidator and highdicom read-back, and their values
 must equal what `ainode run` printed for the same files.
 
-These tests judge the pipeline and the node, not the model's accuracy (that is
+Most of these tests judge the pipeline and the node, not the model's accuracy (that is
 `ainode eval hip-tha`, weights/hip-tha.md): they train a small hip-tha model here
 (`ainode train`, one epoch on a few coarse synthetic cases, ~1 min) and run it with a
 score threshold of 0, so that every keypoint, line and measurement reaches the result
-objects. The shipped weights (weights/hip-tha.*) are used by the DDH test: the real
-paediatric radiographs (no prosthesis) must get no risk flag; it skips when the weights
-or the shared data are absent.
+objects. The `shipped` tests use the shipped weights (weights/hip-tha.*, part of the
+repository): they must reproduce their model card on a subset of its test split, measure
+generated radiographs end to end through Orthanc, and call no prosthesis and flag nothing
+on the real paediatric DDH radiographs (that one skips only without the shared data).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ GSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"
 # standard code and use the local scheme 99AINODE (PS3.3 8.2: "99" prefix), which the SR
 # declares in its Coding Scheme Identification Sequence. That warning, and only it, is allowed.
 LOCAL_SCHEME_WARNING = re.compile(r"Unrecognized defined term <99AINODE> for value 1 of attribute <Coding Scheme Designator>")
+HIP_RULE = {"name": "hip", "match": {"modality": ["DX", "CR"], "body_part": ["PELVIS", "HIP"]}, "analyze": "hip-tha"}
 PARAMS = {"HIPTHA-ABD": "abduction_deg", "HIPTHA-COV": "coverage_pct", "HIPTHA-VOFF": "vertical_offset_mm", "HIPTHA-HOFF": "horizontal_offset_mm"}
 
 
@@ -119,8 +121,7 @@ def test_orthanc_to_node_to_orthanc(model, node, orthanc, tmp_path):
     expected_images = images_by_uid(expected)
     expected_results = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}
 
-    pacs, n = node_behind_orthanc(orthanc, node, {"name": "hip", "match": {"modality": ["DX", "CR"], "body_part": ["PELVIS", "HIP"]}, "analyze": "hip-tha"},
-                                  {"device": "cpu", "hip-tha": {"weights": str(model["weights"]), "min_score": 0.0}})
+    pacs, n = node_behind_orthanc(orthanc, node, HIP_RULE, {"device": "cpu", "hip-tha": {"weights": str(model["weights"]), "min_score": 0.0}})
 
     answers = pacs.upload_files(files)
     studies = sorted({a["ParentStudy"] for a in answers})
@@ -225,19 +226,92 @@ def check_gsps(ds, files: list[Path]):
     assert n_graphics >= 1
 
 
+def shipped_weights() -> Path:
+    """The shipped hip-tha weights: part of the repository, so their absence is a failure."""
+    assert Path(str(WEIGHTS) + ".json").is_file() and Path(str(WEIGHTS) + ".safetensors").is_file(), \
+        f"no shipped hip-tha weights at {WEIGHTS}.* (weights/README.md, docs/training.md)"
+    return WEIGHTS
+
+
+def shipped_config(tmp_path: Path) -> Path:
+    config = tmp_path / "shipped.toml"
+    config.write_text(f'[pipelines]\ndevice = "cpu"\n[pipelines.hip-tha]\nweights = "{shipped_weights()}"\n')
+    return config
+
+
 def test_ddh_radiographs_get_no_risk_flag(tmp_path):
-    """Real paediatric AP pelvis radiographs without a prosthesis: the shipped model flags nothing."""
-    if not Path(str(WEIGHTS) + ".json").is_file():
-        pytest.skip(f"no shipped hip-tha weights at {WEIGHTS}.json (see weights/README.md)")
+    """Real paediatric AP pelvis radiographs without a prosthesis: the shipped model calls no
+    prosthesis and flags nothing, on the five it was trained on and the five held out."""
     files = pelvis_xray_files()
-    config = tmp_path / "node.toml"
-    config.write_text('[pipelines]\ndevice = "cpu"\n')
-    summary = ainode_run(files, tmp_path / "out", config)
+    summary = ainode_run(files, tmp_path / "out", shipped_config(tmp_path))
     images = images_by_uid(summary)
     assert len(images) == len(files)
+    called = {Path(img["file"]).name for img in images.values() if img["prosthesis_detected"]}
+    assert not called, f"a prosthesis called on radiographs without one: {sorted(called)}"
     flagged = {uid: img["risks"] for uid, img in images.items()
                if any(r not in ("acceptable", "not_assessed") for r in img["risks"].values())}
     assert not flagged, f"risk flags on radiographs without a prosthesis: {flagged}"
+
+
+def card_reproduction() -> dict:
+    """The figures weights/hip-tha.md gives for its reproduction subset: the JSON block
+    after the `<!-- reproduction -->` marker ({"seed", "cases", "metrics": {name: [value, tolerance]}})."""
+    card = Path(str(WEIGHTS) + ".md").read_text()
+    m = re.search(r"<!-- reproduction -->\s*```json\n(.*?)```", card, re.S)
+    assert m, f"{WEIGHTS}.md has no reproduction block"
+    return json.loads(m.group(1))
+
+
+def test_shipped_weights_reproduce_their_model_card(tmp_path):
+    """`ainode eval` of the shipped weights on the card's 20-case subset of the fixed test split
+    (generator seed 1) gives the card's figures: a changed generator, pre-processing, network
+    or decoder that moves the results shows here."""
+    weights = shipped_weights()
+    want = card_reproduction()
+    synth(tmp_path / "data" / "test", want["cases"], want["seed"])
+    out = tmp_path / "eval.json"
+    run([ainode_bin(), "eval", "hip-tha", "--data", tmp_path / "data", "--split", "test", "--weights", weights,
+         "--device", "cpu", "--json", out], timeout=600, check=True)
+    got = json.loads(out.read_text())["metrics"]
+    off = {k: (got.get(k), v, tol) for k, (v, tol) in want["metrics"].items() if got.get(k) is None or abs(got[k] - v) > tol}
+    assert not off, f"eval differs from {WEIGHTS}.md (metric: got, card, tolerance): {off}"
+
+
+def test_shipped_weights_orthanc_to_node_to_orthanc(node, orthanc, tmp_path):
+    """The node with the shipped weights at their own threshold, behind a strict Orthanc: AP
+    pelvis DX images go in, SR + GSPS come back, validate, and measure what the generator
+    drew (abduction within 5 deg, the centre offsets within 5 mm)."""
+    files = synth(tmp_path / "in", 2, 1)
+    truth = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: json.loads(f.with_suffix(".json").read_text()) for f in files}
+    expected = ainode_run(files, tmp_path / "offline", shipped_config(tmp_path))
+    expected_images = images_by_uid(expected)
+    pacs, n = node_behind_orthanc(orthanc, node, HIP_RULE, {"device": "cpu", "hip-tha": {"weights": str(shipped_weights())}})
+    for s in sorted({a["ParentStudy"] for a in pacs.upload_files(files)}):
+        pacs.store_to("ainode", [s])
+
+    def results_in_orthanc():
+        found = pacs.find_instances({"Modality": "SR"}) + pacs.find_instances({"Modality": "PR"})
+        return found if len(found) == 2 * len(files) else None
+    found = poll(results_in_orthanc, 240, 1.0, lambda: f"results not in Orthanc; jobs: {n.jobs()}\n{n.log_tail(60)}")
+    for oid in found:
+        path = tmp_path / f"{oid}.dcm"
+        path.write_bytes(pacs.file(oid))
+        ds = pydicom.dcmread(path)
+        assert_dciodvfy_clean(path)
+        if ds.SOPClassUID == SR_CLASS:
+            check_sr(path, ds, expected_images)
+        else:
+            assert ds.SOPClassUID == GSPS_CLASS
+            check_gsps(ds, files)
+    assert {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]} == \
+        {pydicom.dcmread(tmp_path / f"{oid}.dcm", stop_before_pixels=True).SOPInstanceUID for oid in found}
+    for uid, img in expected_images.items():
+        want = truth[uid]["parameters"]
+        assert img["prosthesis_detected"] == (truth[uid]["side"] is not None), (img["file"], truth[uid]["side"])
+        for key, tol in (("abduction_deg", 5.0), ("vertical_offset_mm", 5.0), ("horizontal_offset_mm", 5.0)):
+            g, w = value_of(img["parameters"][key]), value_of(want[key])
+            if w is not None:
+                assert g is not None and abs(g - w) <= tol, f"{img['file']}: {key} measured {g}, drawn {w}"
 
 
 def test_kill9_during_analysis_resumes_and_sends_each_result_once(model, node, storescp, tmp_path):

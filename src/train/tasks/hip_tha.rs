@@ -28,7 +28,7 @@ use crate::imaging::geometry::{pixel_spacing, SpacingSource};
 use crate::imaging::Image;
 use crate::models::hip_tha::{preprocess, HipInput, HipPreprocessConfig, HipSsd, HipSsdConfig};
 use crate::models::init::WeightInit;
-use crate::pipelines::hip_geometry::{HipParameters, HipPoints, HipRiskRules, Risk};
+use crate::pipelines::hip_geometry::{prosthesis_centre, HipParameters, HipPoints, HipRiskRules, Risk, P2};
 use crate::synth::hip_tha::HipCase;
 use crate::train::data::augment::{Augmentation, BrightnessAug, ClampAug, GammaAug, NoiseAug, Pipeline};
 use crate::train::data::split::{assign, FileSplit, ValidationCarveOut};
@@ -296,6 +296,11 @@ impl TrainTask for HipTask {
     fn evaluate(&mut self, split: Split) -> anyhow::Result<Metrics> {
         let names: Vec<String> = self.cfg.network.points.clone();
         let mut landmarks = LandmarkEval::new(names.clone(), LandmarkConfig::default());
+        // With a prosthesis on both sides the generator measures one side drawn
+        // at random, which nothing in the image tells: these cases are also
+        // reported apart, and how often the cup found was the other one.
+        let mut unilateral = LandmarkEval::new(names.clone(), LandmarkConfig::default());
+        let (mut bilateral, mut bilateral_other_cup) = (0usize, 0usize);
         let mut params = ParameterEval::new();
         let rules = HipRiskRules::default();
         let (mut agree, mut assessed) = ([0usize; 4], [0usize; 4]);
@@ -331,6 +336,16 @@ impl TrainTask for HipTask {
                 }
                 let truth: Vec<Option<[f64; 2]>> = (0..names.len()).map(|k| case.labels.points_mm.get(k)).collect();
                 landmarks.add_image(&pred_mm, &truth, Some([1.0, 1.0]))?;
+                if case.labels.bilateral {
+                    bilateral += 1;
+                    let (c, d) = (case.labels.points_mm.c, case.labels.points_mm.d);
+                    if let (Some(p), Some(c), Some(d)) = (prosthesis_centre(&pred), c, d) {
+                        let distance = |a: P2, b: P2| (a[0] - b[0]).hypot(a[1] - b[1]);
+                        bilateral_other_cup += usize::from(distance(p, d) < distance(p, c));
+                    }
+                } else {
+                    unilateral.add_image(&pred_mm, &truth, Some([1.0, 1.0]))?;
+                }
                 let want = &case.labels.parameters;
                 for (name, unit, g, w) in [
                     ("abduction", "deg", &got.abduction_deg, &want.abduction_deg),
@@ -360,6 +375,11 @@ impl TrainTask for HipTask {
             }
         }
         let mut m = landmarks.metrics();
+        for (name, value) in unilateral.metrics().summary() {
+            m.set(format!("unilateral.{name}"), *value);
+        }
+        m.set("bilateral", bilateral as f64);
+        m.set("bilateral_other_cup", bilateral_other_cup as f64);
         m.extend(params.metrics());
         for (r, name) in ["abduction", "coverage", "vertical", "horizontal"].iter().enumerate() {
             m.set(format!("risk_accuracy.{name}"), if assessed[r] > 0 { agree[r] as f64 / assessed[r] as f64 } else { f64::NAN });
