@@ -92,6 +92,27 @@ pub struct HipCase {
     pub risks: HipRisks,
     /// The values drawn for this case (before posing), for analysis.
     pub design: Design,
+    /// Bilateral cases: the labels with the other prosthesis measured. The
+    /// measured side is drawn at random and nothing in the image shows it, so
+    /// evaluation takes whichever of the two the prediction measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_side: Option<HipSideLabels>,
+}
+
+/// The ten points and what follows from them, for one choice of measured side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HipSideLabels {
+    pub points_px: HipPoints,
+    pub points_mm: HipPoints,
+    pub parameters: HipParameters,
+    pub risks: HipRisks,
+}
+
+impl HipSideLabels {
+    fn from_points(points_mm: HipPoints, spacing: f64) -> Self {
+        let parameters = HipParameters::from_points(&points_mm);
+        HipSideLabels { points_px: points_mm.scaled(1.0 / spacing, 1.0 / spacing), risks: HipRiskRules::default().assess(&parameters), parameters, points_mm }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -525,9 +546,12 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
         }
     }
 
-    let points_px = labels.scaled(1.0 / spacing, 1.0 / spacing);
-    let parameters = HipParameters::from_points(&labels);
-    let risks = HipRiskRules::default().assess(&parameters);
+    // the other cup measured instead: its a, b, j; the measured cup's centre as d
+    let other_side = cup_img.iter().find(|c| bilateral && c.0 != side).map(|&(_, a, b, j)| {
+        let other = HipPoints { a: Some(a), b: Some(b), c: Some([(b[0] + j[0]) / 2.0, (b[1] + j[1]) / 2.0]), d: labels.c, j: Some(j), ..labels };
+        HipSideLabels::from_points(other, spacing)
+    });
+    let HipSideLabels { points_px, points_mm: labels, parameters, risks } = HipSideLabels::from_points(labels, spacing);
     let case = HipCase {
         file: format!("case_{index:05}.dcm"),
         seed,
@@ -543,6 +567,7 @@ pub fn generate(cfg: &HipSynthConfig, seed: u64, index: u64) -> HipImage {
         parameters,
         risks,
         design,
+        other_side,
     };
     HipImage { rows: img.height, cols: img.width, spacing, stored, case }
 }
@@ -657,5 +682,25 @@ mod tests {
             let w = img.stored[d[1].round() as usize * img.cols + d[0].round() as usize];
             assert!(w < v, "{w} vs {v}");
         }
+    }
+
+    #[test]
+    fn bilateral_cases_also_carry_the_other_side_measured() {
+        let cfg = HipSynthConfig { bilateral_share: 1.0, ..small() };
+        let img = (0..10).map(|k| generate(&cfg, 3, k)).find(|i| i.case.side.is_some()).expect("a prosthesis case");
+        let (case, other) = (&img.case, img.case.other_side.as_ref().expect("bilateral: the other side's labels"));
+        let (mine, theirs) = (&case.points_mm, &other.points_mm);
+        // the cups swap: the other cup's centre is this case's d, and the other way round
+        assert_eq!(theirs.d, mine.c);
+        let (c, d) = (theirs.c.unwrap(), mine.d.unwrap());
+        assert!((c[0] - d[0]).hypot(c[1] - d[1]) < 1e-9, "{c:?} vs {d:?}");
+        assert!((mine.c.unwrap()[0] - c[0]).abs() > 50.0, "the two cups lie on opposite sides");
+        // the pelvic points are the same
+        assert_eq!((theirs.e, theirs.f, theirs.g, theirs.h, theirs.i), (mine.e, mine.f, mine.g, mine.h, mine.i));
+        assert!(other.parameters.abduction_deg.value().is_some());
+        // one prosthesis: one way to measure
+        let cfg = HipSynthConfig { bilateral_share: 0.0, ..small() };
+        let single = (0..10).map(|k| generate(&cfg, 3, k)).find(|i| i.case.side.is_some()).expect("a prosthesis case");
+        assert!(single.case.other_side.is_none());
     }
 }

@@ -181,6 +181,7 @@ fn load_negatives(files: &[PathBuf], cfg: &HipTaskConfig) -> anyhow::Result<Vec<
                 risks: rules.assess(&parameters),
                 parameters,
                 design: Default::default(),
+                other_side: None,
             };
             Ok(Case { id: format!("negatives/{file}"), real_negative: true, input, points_input: vec![None; cfg.network.points.len()], labels })
         })
@@ -297,9 +298,11 @@ impl TrainTask for HipTask {
         let names: Vec<String> = self.cfg.network.points.clone();
         let mut landmarks = LandmarkEval::new(names.clone(), LandmarkConfig::default());
         // With a prosthesis on both sides the generator measures one side drawn
-        // at random, which nothing in the image tells: these cases are also
-        // reported apart, and how often the cup found was the other one.
-        let mut unilateral = LandmarkEval::new(names.clone(), LandmarkConfig::default());
+        // at random, which nothing in the image tells: such a case is judged on
+        // the side the prediction measured (its cup centre nearer that cup's),
+        // and also as labelled (`as_labelled.*`), with how often the other cup
+        // was measured.
+        let mut as_labelled = LandmarkEval::new(names.clone(), LandmarkConfig::default());
         let (mut bilateral, mut bilateral_other_cup) = (0usize, 0usize);
         let mut params = ParameterEval::new();
         let rules = HipRiskRules::default();
@@ -334,19 +337,21 @@ impl TrainTask for HipTask {
                     real_flagged += usize::from(flagged);
                     continue;
                 }
-                let truth: Vec<Option<[f64; 2]>> = (0..names.len()).map(|k| case.labels.points_mm.get(k)).collect();
+                let labelled: Vec<Option<[f64; 2]>> = (0..names.len()).map(|k| case.labels.points_mm.get(k)).collect();
+                as_labelled.add_image(&pred_mm, &labelled, Some([1.0, 1.0]))?;
+                bilateral += usize::from(case.labels.bilateral);
+                let distance = |a: P2, b: Option<P2>| b.map_or(f64::INFINITY, |b| (a[0] - b[0]).hypot(a[1] - b[1]));
+                let other = match (&case.labels.other_side, prosthesis_centre(&pred)) {
+                    (Some(o), Some(p)) if distance(p, o.points_mm.c) < distance(p, case.labels.points_mm.c) => Some(o),
+                    _ => None,
+                };
+                bilateral_other_cup += usize::from(other.is_some());
+                let (points, want, want_risks) = match other {
+                    Some(o) => (&o.points_mm, &o.parameters, o.risks),
+                    None => (&case.labels.points_mm, &case.labels.parameters, case.labels.risks),
+                };
+                let truth: Vec<Option<[f64; 2]>> = (0..names.len()).map(|k| points.get(k)).collect();
                 landmarks.add_image(&pred_mm, &truth, Some([1.0, 1.0]))?;
-                if case.labels.bilateral {
-                    bilateral += 1;
-                    let (c, d) = (case.labels.points_mm.c, case.labels.points_mm.d);
-                    if let (Some(p), Some(c), Some(d)) = (prosthesis_centre(&pred), c, d) {
-                        let distance = |a: P2, b: P2| (a[0] - b[0]).hypot(a[1] - b[1]);
-                        bilateral_other_cup += usize::from(distance(p, d) < distance(p, c));
-                    }
-                } else {
-                    unilateral.add_image(&pred_mm, &truth, Some([1.0, 1.0]))?;
-                }
-                let want = &case.labels.parameters;
                 for (name, unit, g, w) in [
                     ("abduction", "deg", &got.abduction_deg, &want.abduction_deg),
                     ("coverage", "%", &got.coverage_pct, &want.coverage_pct),
@@ -357,7 +362,7 @@ impl TrainTask for HipTask {
                         params.add(name, unit, g, w);
                     }
                 }
-                let (gr, wr) = (rules.assess(&got), case.labels.risks);
+                let (gr, wr) = (rules.assess(&got), want_risks);
                 let pairs = [(gr.abduction, wr.abduction), (gr.coverage, wr.coverage), (gr.vertical, wr.vertical), (gr.horizontal, wr.horizontal)];
                 if case.labels.side.is_none() {
                     negatives += 1;
@@ -375,8 +380,8 @@ impl TrainTask for HipTask {
             }
         }
         let mut m = landmarks.metrics();
-        for (name, value) in unilateral.metrics().summary() {
-            m.set(format!("unilateral.{name}"), *value);
+        for (name, value) in as_labelled.metrics().summary() {
+            m.set(format!("as_labelled.{name}"), *value);
         }
         m.set("bilateral", bilateral as f64);
         m.set("bilateral_other_cup", bilateral_other_cup as f64);
