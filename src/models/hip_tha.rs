@@ -165,31 +165,71 @@ impl HipSsd {
 
     /// As `keypoints`, with another score threshold (0 = always the best box).
     /// For each class: the default box with the highest probability of that
-    /// class, decoded; its centre is the keypoint.
+    /// class, decoded; its centre is the keypoint. The cup's points (a, b, c,
+    /// j) are chosen together, from one cup (`choose_boxes`).
     pub fn keypoints_with_threshold(&self, x: &Tensor, min_score: f64) -> Result<Vec<Vec<Option<Keypoint>>>> {
         let (cls, loc) = self.forward(x)?;
         let n = cls.dim(0)?;
         let coder = BoxCoder::ssd(self.cfg.multibox().variances);
         let priors = self.priors_px.to_dtype(DType::F32)?;
+        let centres: Vec<[f32; 2]> = priors.to_vec2::<f32>()?.iter().map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]).collect();
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            let probs = softmax(&cls.get(i)?.detach().to_dtype(DType::F32)?, 1)?;
-            let best = probs.argmax(0)?.to_vec1::<u32>()?; // per class
-            let scores = probs.max(0)?.to_vec1::<f32>()?;
+            let probs = softmax(&cls.get(i)?.detach().to_dtype(DType::F32)?, 1)?.to_vec2::<f32>()?;
+            let chosen = self.choose_boxes(&probs, &centres);
             let mut points = Vec::with_capacity(self.cfg.points.len());
-            for k in 1..self.cfg.num_classes() {
-                if (scores[k] as f64) < min_score {
+            for (j, score) in chosen {
+                if (score as f64) < min_score {
                     points.push(None);
                     continue;
                 }
-                let j = best[k] as usize;
                 let deltas = loc.get(i)?.narrow(0, j, 1)?.detach().to_dtype(DType::F32)?;
                 let b = coder.decode(&deltas, &priors.narrow(0, j, 1)?)?.flatten_all()?.to_vec1::<f32>()?;
-                points.push(Some(Keypoint { xy: [((b[0] + b[2]) / 2.0) as f64, ((b[1] + b[3]) / 2.0) as f64], score: scores[k] as f64 }));
+                points.push(Some(Keypoint { xy: [((b[0] + b[2]) / 2.0) as f64, ((b[1] + b[3]) / 2.0) as f64], score: score as f64 }));
             }
             out.push(points);
         }
         Ok(out)
+    }
+
+    /// The default box (index, probability) of each point. Each class takes its
+    /// own best box, except the cup's points: with a prosthesis on both sides
+    /// the best a, b, c and j boxes may lie on different cups (13 of the 28
+    /// bilateral test cases of the shipped weights), so the cup whose
+    /// neighbourhood holds the higher summed a, b, c, j probability is chosen
+    /// and its points are taken from the boxes nearer to it than to the other
+    /// cup; d (the other hip's centre) from boxes at least a quarter of the
+    /// input away from it. The candidates are the best c box and the best c box
+    /// a quarter of the input (~75-110 mm on an AP pelvis, twice a cup's size)
+    /// away from it.
+    fn choose_boxes(&self, probs: &[Vec<f32>], centres: &[[f32; 2]]) -> Vec<(usize, f32)> {
+        let best = |k: usize, allowed: &dyn Fn(usize) -> bool| -> Option<(usize, f32)> {
+            (0..probs.len()).filter(|&j| allowed(j)).map(|j| (j, probs[j][k + 1])).max_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let mut chosen: Vec<(usize, f32)> = (0..self.cfg.points.len()).map(|k| best(k, &|_| true).unwrap_or((0, 0.0))).collect();
+        let index = |name: &str| self.cfg.points.iter().position(|p| p == name);
+        let (Some(a), Some(b), Some(c), Some(d), Some(j)) = (index("a"), index("b"), index("c"), index("d"), index("j")) else {
+            return chosen;
+        };
+        let dist = |q: usize, p: [f32; 2]| (centres[q][0] - p[0]).hypot(centres[q][1] - p[1]);
+        let separation = self.cfg.input_size as f32 / 4.0;
+        let first = centres[chosen[c].0];
+        let Some((second, _)) = best(c, &|q| dist(q, first) >= separation) else {
+            return chosen;
+        };
+        let second = centres[second];
+        let cup = [a, b, c, j];
+        let mass = |mine: [f32; 2], other: [f32; 2]| -> f32 { cup.iter().filter_map(|&k| best(k, &|q| dist(q, mine) <= dist(q, other))).map(|(_, s)| s).sum() };
+        let (mine, other) = if mass(second, first) > mass(first, second) { (second, first) } else { (first, second) };
+        for &k in &cup {
+            if let Some(pick) = best(k, &|q| dist(q, mine) <= dist(q, other)) {
+                chosen[k] = pick;
+            }
+        }
+        if let Some(pick) = best(d, &|q| dist(q, mine) >= separation) {
+            chosen[d] = pick;
+        }
+        chosen
     }
 }
 
@@ -297,6 +337,51 @@ mod tests {
 
     fn tiny() -> HipSsdConfig {
         HipSsdConfig { width_mult: 0.0625, points: vec!["p".into(), "q".into()], ..Default::default() }
+    }
+
+    #[test]
+    fn the_cup_points_come_from_one_cup_and_d_from_the_other_side() -> Result<()> {
+        let cfg = HipSsdConfig { width_mult: 0.0625, ..Default::default() };
+        let net = HipSsd::load(VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu), &cfg)?;
+        let centres: Vec<[f32; 2]> = net.priors_px.to_vec2::<f32>()?.iter().map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]).collect();
+        let near = |x: f32, y: f32| {
+            (0..centres.len())
+                .min_by(|&p, &q| {
+                    let d = |k: usize| (centres[k][0] - x).hypot(centres[k][1] - y);
+                    d(p).total_cmp(&d(q))
+                })
+                .unwrap()
+        };
+        let mut probs = vec![vec![0.001f32; cfg.num_classes()]; centres.len()];
+        let class = |name: &str| cfg.points.iter().position(|p| p == name).unwrap() + 1;
+        // two cups: around (100, 250) with c, a, b, j; around (400, 250) a
+        // slightly weaker c and a better b, which the per-class best would take
+        let (left, right) = ([100.0f32, 250.0f32], [400.0f32, 250.0f32]);
+        for (name, at, p) in [
+            ("c", left, 0.9),
+            ("a", [90.0, 230.0], 0.7),
+            ("b", [80.0, 235.0], 0.5),
+            ("j", [118.0, 262.0], 0.7),
+            ("c", right, 0.8),
+            ("b", [420.0, 235.0], 0.95),
+            ("d", [110.0, 250.0], 0.9),
+            ("d", right, 0.6),
+        ] {
+            probs[near(at[0], at[1])][class(name)] = p;
+        }
+        let chosen = net.choose_boxes(&probs, &centres);
+        let at = |name: &str| centres[chosen[class(name) - 1].0];
+        for name in ["a", "b", "c", "j"] {
+            assert!((at(name)[0] - left[0]).abs() < 40.0, "{name} at {:?}: not the left cup", at(name));
+        }
+        assert!((at("d")[0] - right[0]).abs() < 40.0, "d at {:?}: not the other side", at("d"));
+        // without a second cup candidate, each class keeps its own best box
+        let mut single = vec![vec![0.001f32; cfg.num_classes()]; centres.len()];
+        single[near(100.0, 250.0)][class("c")] = 0.9;
+        single[near(300.0, 250.0)][class("e")] = 0.8;
+        let chosen = net.choose_boxes(&single, &centres);
+        assert_eq!(chosen[class("e") - 1].0, near(300.0, 250.0));
+        Ok(())
     }
 
     #[test]
