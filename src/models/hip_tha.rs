@@ -172,7 +172,7 @@ impl HipSsd {
         let n = cls.dim(0)?;
         let coder = BoxCoder::ssd(self.cfg.multibox().variances);
         let priors = self.priors_px.to_dtype(DType::F32)?;
-        let centres: Vec<[f32; 2]> = priors.to_vec2::<f32>()?.iter().map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]).collect();
+        let centres = self.prior_centres()?;
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let probs = softmax(&cls.get(i)?.detach().to_dtype(DType::F32)?, 1)?.to_vec2::<f32>()?;
@@ -190,6 +190,11 @@ impl HipSsd {
             out.push(points);
         }
         Ok(out)
+    }
+
+    /// Centres of the default boxes, input pixels.
+    fn prior_centres(&self) -> Result<Vec<[f32; 2]>> {
+        Ok(self.priors_px.to_dtype(DType::F32)?.to_vec2::<f32>()?.iter().map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]).collect())
     }
 
     /// The default box (index, probability) of each point. Each class takes its
@@ -218,11 +223,13 @@ impl HipSsd {
             return chosen;
         };
         let second = centres[second];
-        let cup = [a, b, c, j];
-        let mass = |mine: [f32; 2], other: [f32; 2]| -> f32 { cup.iter().filter_map(|&k| best(k, &|q| dist(q, mine) <= dist(q, other))).map(|(_, s)| s).sum() };
-        let (mine, other) = if mass(second, first) > mass(first, second) { (second, first) } else { (first, second) };
-        for &k in &cup {
-            if let Some(pick) = best(k, &|q| dist(q, mine) <= dist(q, other)) {
+        // each cup's a, b, c, j from the boxes nearer to it than to the other cup
+        let picks = |mine: [f32; 2], other: [f32; 2]| [a, b, c, j].map(|k| (k, best(k, &|q| dist(q, mine) <= dist(q, other))));
+        let mass = |p: &[(usize, Option<(usize, f32)>); 4]| -> f32 { p.iter().filter_map(|(_, pick)| pick.map(|(_, s)| s)).sum() };
+        let (at_first, at_second) = (picks(first, second), picks(second, first));
+        let (mine, cup) = if mass(&at_second) > mass(&at_first) { (second, at_second) } else { (first, at_first) };
+        for (k, pick) in cup {
+            if let Some(pick) = pick {
                 chosen[k] = pick;
             }
         }
@@ -343,7 +350,7 @@ mod tests {
     fn the_cup_points_come_from_one_cup_and_d_from_the_other_side() -> Result<()> {
         let cfg = HipSsdConfig { width_mult: 0.0625, ..Default::default() };
         let net = HipSsd::load(VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu), &cfg)?;
-        let centres: Vec<[f32; 2]> = net.priors_px.to_vec2::<f32>()?.iter().map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]).collect();
+        let centres = net.prior_centres()?;
         let near = |x: f32, y: f32| {
             (0..centres.len())
                 .min_by(|&p, &q| {
