@@ -130,6 +130,17 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
         let att = MultiHeadSelfAttention::load(vb.clone(), AttentionConfig { dim: 4, heads: 1 })?;
+        let att4 = MultiHeadSelfAttention::load(vb.pp("h2"), AttentionConfig { dim: 8, heads: 2 })?;
+        // seeded weights and biases: candle's unseeded draw made the gradient
+        // check's worst error vary from run to run (and fail now and then)
+        crate::models::init::seeded_init(&vm, 5)?;
+        let vars = vm.data().lock().unwrap();
+        let mut biases: Vec<&String> = vars.keys().filter(|n| n.ends_with(".bias")).collect();
+        biases.sort();
+        for (i, name) in biases.into_iter().enumerate() {
+            vars[name].set(&(det_tensor(vars[name].dims(), 100 + i as u64) * 0.1)?)?;
+        }
+        drop(vars);
         let x = det_tensor(&[1, 3, 4], 1);
         let y = att.forward(&x, None)?;
         let lin = |n: &str, t: &Tensor| -> Result<Tensor> {
@@ -151,7 +162,6 @@ mod tests {
         let want = lin("out", &a.matmul(&v)?)?;
         let diff = (y.get(0)? - want)?.abs()?.max_all()?.to_scalar::<f64>()?;
         assert!(diff < 1e-12);
-        let att4 = MultiHeadSelfAttention::load(vb.pp("h2"), AttentionConfig { dim: 8, heads: 2 })?;
         let x = det_tensor(&[2, 5, 8], 2);
         let pos = sinusoidal_encoding_2d(&[(0., 0.), (1., 2.), (3., 1.), (5., 5.), (2., 7.)], 8, 100.0, &Device::Cpu)?;
         let t = det_tensor(&[2, 5, 8], 3);
