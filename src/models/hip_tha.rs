@@ -41,6 +41,10 @@ pub struct HipSsdConfig {
     /// (a radiograph without hip landmarks); SSD keeps none, so such an image
     /// would teach nothing.
     pub min_negatives: usize,
+    /// Decoding only: a keypoint is the probability-weighted mean of the
+    /// decoded centres of its class's boxes within this many input pixels of
+    /// the best box's centre. 0 = the source's rule, the best box's centre.
+    pub fusion_radius: f64,
 }
 
 /// The ten keypoints of the source (a..j), one detection class each, in
@@ -59,6 +63,7 @@ impl Default for HipSsdConfig {
             min_score: 0.2,
             batch_norm: false,
             min_negatives: 0,
+            fusion_radius: 0.0,
         }
     }
 }
@@ -91,6 +96,9 @@ impl HipSsdConfig {
         }
         if self.points.is_empty() || self.keypoint_box <= 0.0 || self.width_mult <= 0.0 {
             candle_core::bail!("hip-tha: points, keypoint_box and width_mult must be non-empty / positive");
+        }
+        if !(self.fusion_radius >= 0.0) {
+            candle_core::bail!("hip-tha: fusion_radius {} must be 0 (off) or positive", self.fusion_radius);
         }
         Ok(())
     }
@@ -165,8 +173,9 @@ impl HipSsd {
 
     /// As `keypoints`, with another score threshold (0 = always the best box).
     /// For each class: the default box with the highest probability of that
-    /// class, decoded; its centre is the keypoint. The cup's points (a, b, c,
-    /// j) are chosen together, from one cup (`choose_boxes`).
+    /// class, decoded; its centre is the keypoint (or, with `fusion_radius`,
+    /// the weighted mean of the centres around it). The cup's points (a, b,
+    /// c, j) are chosen together, from one cup (`choose_boxes`).
     pub fn keypoints_with_threshold(&self, x: &Tensor, min_score: f64) -> Result<Vec<Vec<Option<Keypoint>>>> {
         let (cls, loc) = self.forward(x)?;
         let n = cls.dim(0)?;
@@ -177,16 +186,19 @@ impl HipSsd {
         for i in 0..n {
             let probs = softmax(&cls.get(i)?.detach().to_dtype(DType::F32)?, 1)?.to_vec2::<f32>()?;
             let chosen = self.choose_boxes(&probs, &centres);
-            let mut points = Vec::with_capacity(self.cfg.points.len());
-            for (j, score) in chosen {
-                if (score as f64) < min_score {
-                    points.push(None);
-                    continue;
-                }
-                let deltas = loc.get(i)?.narrow(0, j, 1)?.detach().to_dtype(DType::F32)?;
-                let b = coder.decode(&deltas, &priors.narrow(0, j, 1)?)?.flatten_all()?.to_vec1::<f32>()?;
-                points.push(Some(Keypoint { xy: [((b[0] + b[2]) / 2.0) as f64, ((b[1] + b[3]) / 2.0) as f64], score: score as f64 }));
-            }
+            let decoded: Vec<[f32; 2]> = coder
+                .decode(&loc.get(i)?.detach().to_dtype(DType::F32)?, &priors)?
+                .to_vec2::<f32>()?
+                .iter()
+                .map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
+                .collect();
+            let points = chosen
+                .into_iter()
+                .enumerate()
+                .map(|(k, (j, score))| {
+                    ((score as f64) >= min_score).then(|| Keypoint { xy: fuse(&decoded, &probs, k + 1, j, self.cfg.fusion_radius), score: score as f64 })
+                })
+                .collect();
             out.push(points);
         }
         Ok(out)
@@ -237,6 +249,29 @@ impl HipSsd {
             chosen[d] = pick;
         }
         chosen
+    }
+}
+
+/// The keypoint of `class` around its chosen box `best`: that box's decoded
+/// centre, or with `radius` > 0 the mean of the decoded centres within
+/// `radius` of it, weighted by their probability of `class`. Neighbouring
+/// boxes each regress the same point; their mean is less noisy than one.
+fn fuse(centres: &[[f32; 2]], probs: &[Vec<f32>], class: usize, best: usize, radius: f64) -> [f64; 2] {
+    let p = centres[best];
+    if radius <= 0.0 {
+        return [p[0] as f64, p[1] as f64];
+    }
+    let (mut sw, mut sx, mut sy) = (0f64, 0f64, 0f64);
+    for (q, c) in centres.iter().enumerate() {
+        if ((c[0] - p[0]) as f64).hypot((c[1] - p[1]) as f64) <= radius {
+            let w = probs[q][class] as f64;
+            (sw, sx, sy) = (sw + w, sx + w * c[0] as f64, sy + w * c[1] as f64);
+        }
+    }
+    if sw > 0.0 {
+        [sx / sw, sy / sw]
+    } else {
+        [p[0] as f64, p[1] as f64]
     }
 }
 
@@ -344,6 +379,19 @@ mod tests {
 
     fn tiny() -> HipSsdConfig {
         HipSsdConfig { width_mult: 0.0625, points: vec!["p".into(), "q".into()], ..Default::default() }
+    }
+
+    #[test]
+    fn fusion_weights_the_neighbours_of_the_best_box_by_probability() {
+        let centres = [[10.0, 10.0], [12.0, 10.0], [30.0, 30.0], [10.0, 13.0]];
+        let probs = vec![vec![0.4, 0.6], vec![0.8, 0.2], vec![0.1, 0.9], vec![1.0, 0.0]];
+        assert_eq!(fuse(&centres, &probs, 1, 0, 0.0), [10.0, 10.0]);
+        // the far box (30, 30) is out, the zero-probability one weighs nothing
+        let [x, y] = fuse(&centres, &probs, 1, 0, 5.0);
+        assert!((x - 10.5).abs() < 1e-6 && (y - 10.0).abs() < 1e-6, "{x} {y}");
+        // nothing to weigh: the best box's centre
+        assert_eq!(fuse(&centres, &probs, 1, 3, 1.0), [10.0, 13.0]);
+        assert!(HipSsdConfig { fusion_radius: -1.0, ..HipSsdConfig::default() }.validate().is_err());
     }
 
     #[test]
@@ -464,7 +512,7 @@ mod tests {
             let vm = VarMap::new();
             let net = HipSsd::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &tiny())?;
             seeded_init_as(&vm, 0, init).unwrap();
-            let v: Vec<f32> = (0..512 * 512).map(|i| ((i * 7919 % 1009) as f32 / 1009.0)).collect();
+            let v: Vec<f32> = (0..512 * 512).map(|i| (i * 7919 % 1009) as f32 / 1009.0).collect();
             let src = net.trunk.forward_t(&Tensor::from_vec(v, (1, 1, 512, 512), &Device::Cpu)?, false)?;
             src.iter().map(|s| Ok((s.sqr()?.mean_all()?.to_scalar::<f32>()? as f64).sqrt())).collect()
         };

@@ -181,7 +181,9 @@ pub fn eval_command(registry: &Registry, cmd: &EvalCommand) -> anyhow::Result<Me
     let opts =
         TaskOptions { data_dir: cmd.data.clone(), device, seed: cmd.seed.unwrap_or(0), architecture: Some(meta.architecture.clone()), splits: vec![cmd.split] };
     let mut task: Box<dyn TrainTask> = (entry.build)(&opts).with_context(|| format!("building model {} on {}", cmd.name, cmd.data.display()))?;
-    weights::load_weights(&prefix, task.varmap(), &task.describe().architecture)?;
+    // the model was built from the file's own config (fields it predates take
+    // their defaults), so only its tensors can disagree with it
+    weights::load_weights(&prefix, task.varmap(), &meta.architecture)?;
     let metrics = task.evaluate(cmd.split).with_context(|| format!("evaluating {} on the {} split", cmd.name, cmd.split))?;
     if let Some(path) = &cmd.json {
         let doc = json!({

@@ -109,7 +109,12 @@ pub fn train(task: &mut dyn TrainTask, cfg: &TrainConfig, run_dir: &Path, opts: 
         if st.task != task.name() {
             bail!("{}: the checkpoint is of model `{}`, not `{}`", run_dir.display(), st.task, task.name());
         }
-        let diffs = compare_config(&description.architecture, &st.architecture);
+        // a field the checkpoint lacks is newer than the program that wrote it,
+        // whose model behaved as the field's default: a new field keeps the old behaviour
+        let (newer, diffs): (Vec<_>, Vec<_>) = compare_config(&description.architecture, &st.architecture).into_iter().partition(|d| d.found.is_none());
+        for d in newer {
+            tracing::warn!("resuming a checkpoint that predates a config field: {d}");
+        }
         if !diffs.is_empty() {
             let list: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
             bail!("{}: the checkpoint's architecture differs from this model's: {}", run_dir.display(), list.join("; "));
@@ -319,6 +324,27 @@ mod tests {
         // and they moved: the test would pass trivially otherwise
         assert!(max_diff(&whole.weights(), &ToyTask::new(3, 10, 4)?.weights()) > 1e-2);
         assert_eq!(log_lines(b.path()).iter().filter(|l| l["event"] == "resume").count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_checkpoint_predating_a_field_resumes_and_one_of_another_shape_does_not() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cfg = ToyTask::new(3, 8, 4)?.train_defaults();
+        train(&mut ToyTask::new(3, 8, 4)?, &cfg, dir.path(), &RunOptions { stop_after: Some(1), ..quiet() })?;
+        let state = dir.path().join("last/state.json");
+        let edit = |arch: Value| -> anyhow::Result<()> {
+            let mut st: Value = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
+            st["architecture"] = arch;
+            Ok(std::fs::write(&state, serde_json::to_string(&st)?)?)
+        };
+        // written by a program that had no `hidden` field yet
+        edit(json!({}))?;
+        let s = train(&mut ToyTask::new(3, 8, 4)?, &cfg, dir.path(), &RunOptions { resume: true, stop_after: Some(2), ..quiet() })?;
+        assert_eq!(s.epochs_done, 2);
+        edit(json!({"hidden": 5}))?;
+        let e = train(&mut ToyTask::new(3, 8, 4)?, &cfg, dir.path(), &RunOptions { resume: true, ..quiet() }).unwrap_err();
+        assert!(e.to_string().contains("architecture differs") && e.to_string().contains("hidden"), "{e}");
         Ok(())
     }
 
