@@ -285,8 +285,13 @@ def test_shipped_weights_reproduce_their_model_card(tmp_path):
 def test_shipped_weights_orthanc_to_node_to_orthanc(node, orthanc, tmp_path):
     """The node with the shipped weights at their own threshold, behind a strict Orthanc: AP
     pelvis DX images go in, SR + GSPS come back, validate, and measure what the generator
-    drew (abduction within 5 deg, the centre offsets within 5 mm)."""
+    drew (abduction within 5 deg, the centre offsets within 5 mm), on the hip it drew."""
     files = synth(tmp_path / "in", 2, 1)
+    for f in files:
+        # as a DX detector writes it (Type 1): columns run to the patient's left, rows to the feet
+        ds = pydicom.dcmread(f)
+        ds.PatientOrientation = ["L", "F"]
+        ds.save_as(f)
     truth = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: json.loads(f.with_suffix(".json").read_text()) for f in files}
     expected = ainode_run(files, tmp_path / "offline", shipped_config(tmp_path))
     expected_images = images_by_uid(expected)
@@ -296,6 +301,12 @@ def test_shipped_weights_orthanc_to_node_to_orthanc(node, orthanc, tmp_path):
     for uid, img in expected_images.items():
         t = truth[uid]
         assert img["prosthesis_detected"] == (t["side"] is not None), (img["file"], t["side"])
+        if t["side"] is None:
+            assert img["measured_side"] is None, img["file"]
+        else:
+            # bilateral: the other hip is a right answer too (below)
+            other = {"left": "right", "right": "left"}[t["side"]] if t.get("other_side") else t["side"]
+            assert img["measured_side"] in {t["side"], other}, (img["file"], img["measured_side"], t["side"])
         # bilateral: either hip is a right answer (the generator's choice is a coin flip)
         sides = [t["parameters"]] + ([t["other_side"]["parameters"]] if t.get("other_side") else [])
         errors = []

@@ -462,6 +462,9 @@ pub struct MeasurementGroup {
     pub tracking_uid: Option<String>,
     pub finding: Option<Code>,
     pub finding_site: Option<Code>,
+    /// Laterality of the finding site (SCT 24028007 right, 7771000 left),
+    /// a modifier of the site in the SR; needs a `finding_site`.
+    pub laterality: Option<Code>,
     pub roi: Option<Roi>,
     pub measurements: Vec<Measurement>,
     pub evaluations: Vec<QualitativeEvaluation>,
@@ -474,6 +477,7 @@ impl MeasurementGroup {
             tracking_uid: None,
             finding: None,
             finding_site: None,
+            laterality: None,
             roi: None,
             measurements: Vec::new(),
             evaluations: Vec::new(),

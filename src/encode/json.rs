@@ -303,6 +303,8 @@ struct GroupJson {
     #[serde(default)]
     finding_site: Option<Code>,
     #[serde(default)]
+    laterality: Option<Code>,
+    #[serde(default)]
     region: Option<RegionJson>,
     #[serde(default)]
     segment: Option<SegmentRefJson>,
@@ -389,6 +391,7 @@ pub fn read_report(path: &Path, evidence: &[SourceInstance]) -> Result<ReportSpe
             tracking_uid: g.tracking_uid.clone(),
             finding: g.finding.clone(),
             finding_site: g.finding_site.clone(),
+            laterality: g.laterality.clone(),
             roi,
             measurements: g.measurements.clone(),
             evaluations: g.evaluations.clone(),

@@ -258,6 +258,41 @@ fn sr_2d_and_3d() {
     assert_ne!(get_str(&o, tags::SOP_INSTANCE_UID), get_str(&o3, tags::SOP_INSTANCE_UID));
 }
 
+/// Content items anywhere below `o` whose concept name has code `value`.
+fn content_items<'a>(o: &'a Obj, value: &str, out: &mut Vec<&'a Obj>) {
+    for it in get_items(o, tags::CONTENT_SEQUENCE).unwrap_or(&[]) {
+        if first_item(it, tags::CONCEPT_NAME_CODE_SEQUENCE).and_then(|c| get_str(c, tags::CODE_VALUE)).as_deref() == Some(value) {
+            out.push(it);
+        }
+        content_items(it, value, out);
+    }
+}
+
+#[test]
+fn sr_laterality_modifies_the_finding_site() {
+    let src = ct_series(2, 5, 3);
+    let mut f = Findings::new(AlgorithmIdentity::new("hip", "1.0"));
+    let mut g = MeasurementGroup::new("abduction");
+    g.measurements.push(Measurement::new(Code::new("110859", "DCM", "Angle"), 41.0, Code::ucum("deg", "degree")));
+    g.finding_site = Some(Code::new("24136001", "SCT", "Hip joint"));
+    g.laterality = Some(Code::new("24028007", "SCT", "Right"));
+    f.groups.push(g.clone());
+    let o = encode_sr(&ctx(), &src, &f, &SrOptions::default()).unwrap();
+    let mut sites = Vec::new();
+    content_items(&o, "363698007", &mut sites);
+    assert_eq!(sites.len(), 1);
+    let code = |it: &Obj| first_item(it, tags::CONCEPT_CODE_SEQUENCE).and_then(|c| get_str(c, tags::CODE_VALUE));
+    assert_eq!(code(sites[0]).as_deref(), Some("24136001"));
+    let mut lat = Vec::new();
+    content_items(sites[0], "272741003", &mut lat);
+    assert_eq!((lat.len(), code(lat[0]).as_deref()), (1, Some("24028007")));
+    assert_eq!(get_str(lat[0], tags::RELATIONSHIP_TYPE).as_deref(), Some("HAS CONCEPT MOD"));
+    // a laterality of nothing is refused
+    g.finding_site = None;
+    f.groups = vec![g];
+    assert!(err_text(encode_sr(&ctx(), &src, &f, &SrOptions::default())).contains("groups[0].laterality"));
+}
+
 #[test]
 fn sr_refusals() {
     let src = ct_series(2, 5, 3);

@@ -77,6 +77,10 @@ pub struct HipImageAnalysis {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub prosthesis_detected: bool,
+    /// The patient's side of the measured cup ("right" / "left"); None when
+    /// no cup was found or Patient Orientation does not say which way the
+    /// rows run.
+    pub measured_side: Option<&'static str>,
     pub points: Vec<FoundPoint>,
     pub parameters: HipParameters,
     pub risks: HipRisks,
@@ -142,6 +146,7 @@ impl HipThaPipeline {
         }
         let attr = |tag| obj.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_string()).unwrap_or_default();
         let (class, uid) = (attr(dicom_dictionary_std::tags::SOP_CLASS_UID), attr(dicom_dictionary_std::tags::SOP_INSTANCE_UID));
+        let orientation = attr(dicom_dictionary_std::tags::PATIENT_ORIENTATION);
         let sp = pixel_spacing(&obj);
         if sp.source == SpacingSource::Unknown {
             bail!("{} (SOP Instance {uid}): no Pixel Spacing or Imager Pixel Spacing; hip-tha measures in mm", file.display());
@@ -183,12 +188,14 @@ impl HipThaPipeline {
             }
         }
         let risks = self.settings.risk.assess(&parameters);
+        let side = if prosthesis { measured_side(&found_mm, img.cols as f64 * spacing[0], &orientation) } else { None };
         timing.total = ms(t0);
         Ok(Some(HipImageAnalysis {
             file: file.to_path_buf(),
             sop_class_uid: class,
             sop_instance_uid: uid,
             prosthesis_detected: prosthesis,
+            measured_side: side,
             points,
             parameters,
             risks,
@@ -217,6 +224,23 @@ impl HipThaPipeline {
         }
         Ok(PipelineOutput { pipeline: NAME.into(), model_version: self.algorithm.version.clone(), reports })
     }
+}
+
+/// The patient's side of the measured cup: its centre (c, or the middle of b
+/// and j) against the symphysis i (the image's middle without i), turned into
+/// the patient's side by Patient Orientation's first value, the direction the
+/// rows run in ("L\\F" on an AP radiograph: columns go to the patient's left).
+/// Points in mm; `width_mm` the image's width.
+fn measured_side(p: &HipPoints, width_mm: f64, patient_orientation: &str) -> Option<&'static str> {
+    let cup = p.c.or_else(|| Some([(p.b?[0] + p.j?[0]) / 2.0, 0.0]))?[0];
+    let middle = p.i.map(|i| i[0]).unwrap_or(width_mm / 2.0);
+    let towards_left = match patient_orientation.split('\\').next()?.trim().chars().next()? {
+        'L' => true,
+        'R' => false,
+        _ => return None,
+    };
+    // a cup at larger columns than the middle lies towards where the rows run
+    Some(if (cup > middle) == towards_left { "left" } else { "right" })
 }
 
 // ---------------------------------------------------------------------------
@@ -387,6 +411,10 @@ pub fn findings(a: &HipImageAnalysis, source: &SourceFrame, algorithm: &Algorith
     for (k, ((concept, unit, id), m)) in params.iter().zip(measured(&a.parameters)).enumerate() {
         let mut g = MeasurementGroup::new(id);
         g.finding = Some(concept.clone());
+        if let Some(side) = a.measured_side {
+            g.finding_site = Some(Code::new("24136001", "SCT", "Hip joint"));
+            g.laterality = Some(if side == "right" { Code::new("24028007", "SCT", "Right") } else { Code::new("7771000", "SCT", "Left") });
+        }
         g.roi = parameter_line(k, a, &lines).map(|points| Roi::Image(ImageRegion { source: source.clone(), graphic_type: GraphicType::Polyline, points }));
         if let Measured::Value(v) = m {
             g.measurements.push(Measurement::new(concept.clone(), *v, unit.clone()));
@@ -439,8 +467,13 @@ pub fn overlay(a: &HipImageAnalysis, source: &SourceFrame) -> Overlay {
     let p = &a.parameters;
     let r = &a.risks;
     let summary = if a.prosthesis_detected {
+        let hip = match a.measured_side {
+            Some("right") => "Right hip: ",
+            Some(_) => "Left hip: ",
+            None => "",
+        };
         format!(
-            "Abduction {} ({}); coverage {} ({}); vertical offset {} ({}); horizontal offset {} ({})",
+            "{hip}Abduction {} ({}); coverage {} ({}); vertical offset {} ({}); horizontal offset {} ({})",
             fmt_value(&p.abduction_deg, "deg"),
             risk_label(r.abduction),
             fmt_value(&p.coverage_pct, "%"),
@@ -510,6 +543,7 @@ mod tests {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.1.1".into(),
             sop_instance_uid: "1.2.3".into(),
             prosthesis_detected: with_cup,
+            measured_side: with_cup.then_some("right"),
             points,
             parameters,
             risks,
@@ -538,6 +572,32 @@ mod tests {
         // every parameter group has its line
         assert!(f.groups.iter().take(4).all(|g| matches!(&g.roi, Some(Roi::Image(r)) if r.graphic_type == GraphicType::Polyline)));
         assert!(f.groups.iter().any(|g| g.tracking_id == ISCHIAL_LINE));
+        // the parameters are of the right hip
+        assert!(f
+            .groups
+            .iter()
+            .take(4)
+            .all(|g| g.finding_site.as_ref().is_some_and(|c| c.value == "24136001") && g.laterality.as_ref().is_some_and(|c| c.value == "24028007")));
+        let mut unknown = a.clone();
+        unknown.measured_side = None;
+        let f = findings(&unknown, &src(), &AlgorithmIdentity::new("t", "1"), &HipRiskRules::default());
+        assert!(f.groups.iter().all(|g| g.finding_site.is_none() && g.laterality.is_none()));
+    }
+
+    #[test]
+    fn the_measured_side_follows_patient_orientation() {
+        let mut p = HipPoints { c: Some([80.0, 100.0]), i: Some([150.0, 140.0]), ..Default::default() };
+        // AP as displayed by convention: columns run to the patient's left, so a cup on the image's left is the right hip
+        assert_eq!(measured_side(&p, 300.0, "L\\F"), Some("right"));
+        assert_eq!(measured_side(&p, 300.0, "R\\F"), Some("left"));
+        assert_eq!(measured_side(&p, 300.0, "LH\\F"), Some("right"));
+        assert_eq!(measured_side(&p, 300.0, ""), None);
+        assert_eq!(measured_side(&p, 300.0, "A\\F"), None);
+        // without c: the middle of b and j; without i: the image's middle
+        p.c = None;
+        assert_eq!(measured_side(&p, 300.0, "L\\F"), None);
+        (p.b, p.j, p.i) = (Some([200.0, 90.0]), Some([240.0, 110.0]), None);
+        assert_eq!(measured_side(&p, 300.0, "L\\F"), Some("left"));
     }
 
     #[test]
@@ -573,6 +633,6 @@ mod tests {
         // the midline is perpendicular to the teardrop line (horizontal here)
         let m = lines(&a).into_iter().find(|(n, _)| *n == MIDLINE).unwrap().1;
         assert!((m[0][0] - m[1][0]).abs() < 1e-9, "{m:?}");
-        assert!(o.texts.last().unwrap().text.contains("Abduction 40.0 deg (acceptable)"), "{}", o.texts.last().unwrap().text);
+        assert!(o.texts.last().unwrap().text.starts_with("Right hip: Abduction 40.0 deg (acceptable)"), "{}", o.texts.last().unwrap().text);
     }
 }

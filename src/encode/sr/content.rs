@@ -220,6 +220,9 @@ pub mod names {
     pub fn finding_site() -> Code {
         c("363698007", "SCT", "Finding Site")
     }
+    pub fn laterality() -> Code {
+        c("272741003", "SCT", "Laterality")
+    }
     pub fn image_region() -> Code {
         c("111030", "DCM", "Image Region")
     }

@@ -371,9 +371,18 @@ fn group_item(field: &str, g: &MeasurementGroup, ev: &Evidence, uids: &super::ui
         Some(Roi::Patient(r)) => it.children.push(scoord3d_item(&format!("{field}.region"), r, ev)?),
         Some(Roi::Segment(s)) => it.children.extend(segment_items(&format!("{field}.segment"), s, ev)?),
     }
-    if let Some(c) = &g.finding_site {
-        validate_code(&format!("{field}.finding_site"), c)?;
-        it.children.push(Item::new(Rel::HasConceptMod, names::finding_site(), Value::Code(c.clone())));
+    match (&g.finding_site, &g.laterality) {
+        (Some(c), lat) => {
+            validate_code(&format!("{field}.finding_site"), c)?;
+            let mut site = Item::new(Rel::HasConceptMod, names::finding_site(), Value::Code(c.clone()));
+            if let Some(l) = lat {
+                validate_code(&format!("{field}.laterality"), l)?;
+                site.children.push(Item::new(Rel::HasConceptMod, names::laterality(), Value::Code(l.clone())));
+            }
+            it.children.push(site);
+        }
+        (None, Some(_)) => return Err(EncodeError::invalid(format!("{field}.laterality"), "a laterality needs a finding site to modify")),
+        (None, None) => {}
     }
     for (k, m) in g.measurements.iter().enumerate() {
         it.children.push(measurement_item(&format!("{field}.measurements[{k}]"), m, &f.algorithm)?);
