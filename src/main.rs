@@ -240,6 +240,26 @@ enum DataAction {
         #[arg(long, default_value = "CHEST")]
         body_part: String,
     },
+    /// Write slices of a lesion-free chest CT as lung-lesions negatives
+    /// (lung-medseg's layout: SPLIT/images, SPLIT/masks, index.csv), cropped,
+    /// turned and windowed as the pipeline does; OUT is the data folder's
+    /// `negatives/`.
+    LungNegatives {
+        /// A folder with one DICOM CT series, read as the pipeline reads it
+        /// (a NIfTI volume: `ainode data nifti-to-dicom` first).
+        #[arg(long)]
+        series: PathBuf,
+        /// Names the files (NAME_kSLICE.png).
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum)]
+        split: ainode::train::data::split::Split,
+        /// Slice indices FIRST..END (end excluded); default all.
+        #[arg(long)]
+        slices: Option<String>,
+    },
     /// Write a synthetic data set (DICOM + JSON labels): `hip-tha`.
     Synth {
         /// Which generator.
@@ -442,6 +462,26 @@ fn run(cli: Cli, serve_cfg: Option<Result<Config, ainode::config::ConfigError>>)
             };
             let paths = ainode::imaging::synth::write_ct_series(&vol, &ids, &out)?;
             println!("{} slices of study {} series {} in {}", paths.len(), ids.study_instance_uid, ids.series_instance_uid, out.display());
+            Ok(0)
+        }
+        Cmd::Data { action: DataAction::LungNegatives { series, name, out, split, slices } } => {
+            let files: Vec<PathBuf> =
+                walkdir::WalkDir::new(&series).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()).map(|e| e.into_path()).collect();
+            let vol = ainode::imaging::volume::load_series(&files).with_context(|| format!("{}: not one CT series", series.display()))?;
+            let range = match slices {
+                Some(r) => {
+                    let (a, b) = r.split_once("..").with_context(|| format!("--slices {r:?}: expected FIRST..END"))?;
+                    Some(
+                        a.trim().parse::<usize>().with_context(|| format!("--slices {r:?}"))?
+                            ..b.trim().parse::<usize>().with_context(|| format!("--slices {r:?}"))?,
+                    )
+                }
+                None => None,
+            };
+            let settings = ainode::pipelines::lung_lesions::LungLesionsSettings::default();
+            let preprocess = ainode::models::lung_lesions::LungPreprocessConfig::default();
+            let n = ainode::train::tasks::lung_lesions::write_negatives(&vol, &name, range, split, &out, &settings, &preprocess)?;
+            println!("{n} slices with a lung field written to {} ({split})", out.display());
             Ok(0)
         }
         Cmd::Data { action: DataAction::Synth { name, out, count, seed, settings } } => {

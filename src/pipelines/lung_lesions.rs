@@ -411,6 +411,51 @@ impl SliceView {
     }
 }
 
+/// The network's view of each slice that has a lung field: the field's
+/// bounding box grown by `crop_margin_mm`, turned by `quarter_turns`, onto
+/// the `input_size` square. Also returns every slice's lung field.
+fn slice_views(vol: &Volume, settings: &LungLesionsSettings, input_size: usize) -> (Vec<Vec<bool>>, Vec<(usize, SliceView)>) {
+    let [cols, rows, slices] = vol.dims;
+    let spacing = [vol.spacing[0], vol.spacing[1]];
+    let fields: Vec<Vec<bool>> = (0..slices).map(|k| lung_field(vol.slice(k), rows, cols, spacing, &settings.lung_field)).collect();
+    let margin = (settings.crop_margin_mm / spacing[0].min(spacing[1])).round() as usize;
+    let views =
+        (0..slices).filter_map(|k| bounding_box(&fields[k], rows, cols, margin).map(|b| (k, SliceView::new(b, settings.quarter_turns, input_size)))).collect();
+    (fields, views)
+}
+
+/// One slice as the network sees it before the letterbox: cropped to the
+/// lung field, turned, windowed to [0, 1]; what the training slices of
+/// lung-medseg look like (`ainode data lung-negatives` writes these).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceCrop {
+    pub slice: usize,
+    pub width: usize,
+    pub height: usize,
+    pub values: Vec<f32>,
+}
+
+/// The [`SliceCrop`] of every slice of `vol` with a lung field.
+pub fn slice_crops(vol: &Volume, settings: &LungLesionsSettings, preprocess: &LungPreprocessConfig) -> Vec<SliceCrop> {
+    let cols = vol.dims[0];
+    let (_, views) = slice_views(vol, settings, preprocess.input_size);
+    views
+        .into_iter()
+        .map(|(k, view)| {
+            let hu = vol.slice(k);
+            let (w, h) = if view.turns % 2 == 1 { (view.crop[3], view.crop[2]) } else { (view.crop[2], view.crop[3]) };
+            let values = (0..h)
+                .flat_map(|y| (0..w).map(move |x| (x, y)))
+                .map(|(x, y)| {
+                    let (c, r) = view.unturn(x as f64, y as f64);
+                    preprocess.window(hu[(r as usize + view.crop[1]) * cols + c as usize + view.crop[0]])
+                })
+                .collect();
+            SliceCrop { slice: k, width: w, height: h, values }
+        })
+        .collect()
+}
+
 /// Bounding box (first column, first row, width, height) of a mask, grown
 /// by `margin` pixels and clipped to the slice.
 fn bounding_box(mask: &[bool], rows: usize, cols: usize, margin: usize) -> Option<[usize; 4]> {
@@ -529,11 +574,9 @@ impl LungLesionsPipeline {
     fn label_series(&self, vol: &Volume) -> anyhow::Result<(SeriesLabels, f64, f64)> {
         let [cols, rows, slices] = vol.dims;
         let plane = rows * cols;
-        let spacing = [vol.spacing[0], vol.spacing[1]];
         let t0 = std::time::Instant::now();
-        let fields: Vec<Vec<bool>> = (0..slices).map(|k| lung_field(vol.slice(k), rows, cols, spacing, &self.settings.lung_field)).collect();
+        let (fields, todo) = slice_views(vol, &self.settings, self.preprocess.input_size);
         let field_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let margin = (self.settings.crop_margin_mm / spacing[0].min(spacing[1])).round() as usize;
         let mut out = SeriesLabels {
             labels: vec![0; plane * slices],
             scores: vec![0.0; plane * slices],
@@ -543,11 +586,6 @@ impl LungLesionsPipeline {
             kept: 0,
             outside: 0,
         };
-        let todo: Vec<(usize, SliceView)> = (0..slices)
-            .filter_map(|k| {
-                bounding_box(&fields[k], rows, cols, margin).map(|b| (k, SliceView::new(b, self.settings.quarter_turns, self.preprocess.input_size)))
-            })
-            .collect();
         out.slices_with_lung = todo.len();
         let n = self.preprocess.input_size;
         let t1 = std::time::Instant::now();

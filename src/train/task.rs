@@ -71,6 +71,18 @@ impl<T> SplitData<T> {
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
+
+    /// Appends `other`'s items (another source of the same split), loaded or not.
+    pub fn extend(&mut self, other: SplitData<T>) -> anyhow::Result<()> {
+        if other.split != self.split {
+            anyhow::bail!("cannot add {} items to the {} split", other.split, self.split);
+        }
+        self.count += other.count;
+        if let (Some(mine), Some(theirs)) = (&mut self.items, other.items) {
+            mine.extend(theirs);
+        }
+        Ok(())
+    }
 }
 
 /// The recipe of a training run: what a task proposes and `--config` overrides.

@@ -9,8 +9,16 @@
 //! label map (best score wins), maps it back onto the original slice and
 //! reports Dice per class (mean over slices and pooled), and lesion-level
 //! detection (a lesion is a ground-truth component; box IoU ≥ 0.5).
+//!
+//! Lesion-free slices (`negatives/` in the data folder, lung-medseg's layout,
+//! written by `ainode data lung-negatives` from chest CT as the pipeline
+//! crops and windows it) are trained on with an empty mask: all 45 training
+//! slices of lung-medseg show COVID-19 lungs, so without them the network
+//! never sees a normal lung.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
@@ -79,6 +87,62 @@ impl Slice {
     }
 }
 
+/// Folder of lesion-free slices inside the data folder (optional).
+pub const NEGATIVES_DIR: &str = "negatives";
+
+/// Writes the slices `slices` (all when None) of a lesion-free CT volume as
+/// training / test negatives in lung-medseg's layout under `out`:
+/// `SPLIT/images/NAME_kKKK.png` (8 bit: the slice cropped to its lung field,
+/// turned and windowed as the pipeline does), `SPLIT/masks/NAME_kKKK.png`
+/// (all 0), and their rows in `out/index.csv` (rows of the same images are
+/// replaced). Slices without a lung field are skipped. Returns the count.
+pub fn write_negatives(
+    vol: &crate::imaging::volume::Volume,
+    name: &str,
+    slices: Option<Range<usize>>,
+    split: Split,
+    out: &Path,
+    settings: &crate::pipelines::lung_lesions::LungLesionsSettings,
+    preprocess: &LungPreprocessConfig,
+) -> anyhow::Result<usize> {
+    if split == Split::Val {
+        bail!("negatives go to the train or the test split (validation is carved out of train)");
+    }
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("negatives name {name:?}: letters, digits, - and _ only (it names the files)");
+    }
+    for d in ["images", "masks"] {
+        std::fs::create_dir_all(out.join(split.to_string()).join(d)).with_context(|| format!("creating {}", out.display()))?;
+    }
+    let mut rows = Vec::new();
+    for crop in crate::pipelines::lung_lesions::slice_crops(vol, settings, preprocess) {
+        if slices.as_ref().is_some_and(|r| !r.contains(&crop.slice)) {
+            continue;
+        }
+        let file = format!("{name}_k{:04}.png", crop.slice);
+        let (image, mask) = (format!("{split}/images/{file}"), format!("{split}/masks/{file}"));
+        let grey: Vec<u8> = crop.values.iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
+        let (w, h) = (crop.width as u32, crop.height as u32);
+        image::GrayImage::from_raw(w, h, grey).expect("width x height values").save(out.join(&image)).with_context(|| format!("writing {image}"))?;
+        image::GrayImage::new(w, h).save(out.join(&mask)).with_context(|| format!("writing {mask}"))?;
+        rows.push(format!("{image},{mask},{split},{w},{h},{},0,0", w * h));
+    }
+    let index = out.join("index.csv");
+    let header = "image,mask,split,width,height,pixels_background,pixels_ggo,pixels_consolidation";
+    let old = if index.is_file() { std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))? } else { String::new() };
+    let fresh: std::collections::HashSet<&str> = rows.iter().map(|r| r.split(',').next().unwrap_or("")).collect();
+    let mut f = std::fs::File::create(&index).with_context(|| format!("writing {}", index.display()))?;
+    writeln!(f, "{header}")?;
+    for line in old.lines().skip(1).filter(|l| !l.is_empty() && !fresh.contains(l.split(',').next().unwrap_or(""))) {
+        writeln!(f, "{line}")?;
+    }
+    for r in &rows {
+        writeln!(f, "{r}")?;
+    }
+    f.sync_all()?;
+    Ok(rows.len())
+}
+
 pub struct LungTask {
     cfg: LungTaskConfig,
     net: MaskRcnn,
@@ -124,7 +188,14 @@ impl LungTask {
             bail!("{}: no index.csv; expected the lung-medseg data set (../shared/data/lung-medseg)", root.display());
         }
         let carve = ValidationCarveOut { fraction: cfg.validation_fraction, seed: opts.seed };
-        let (train_ids, train) = open_split(root, Split::Train, carve, opts)?;
+        let (mut train_ids, mut train) = open_split(root, Split::Train, carve, opts)?;
+        let negatives = root.join(NEGATIVES_DIR);
+        if negatives.join("index.csv").is_file() {
+            let all = ValidationCarveOut { fraction: 0.0, seed: opts.seed };
+            let (ids, data) = open_split(&negatives, Split::Train, all, opts).with_context(|| format!("negatives in {}", negatives.display()))?;
+            train_ids.extend(ids.iter().map(|id| format!("{NEGATIVES_DIR}/{id}")));
+            train.extend(data)?;
+        }
         let (val_ids, val) = open_split(root, Split::Val, carve, opts)?;
         let (_, test) = open_split(root, Split::Test, carve, opts)?;
         let files: Vec<PathBuf> = train_ids.iter().chain(&val_ids).map(PathBuf::from).collect();
@@ -345,6 +416,48 @@ mod tests {
         for key in ["dice.ground-glass opacity", "dice.consolidation", "dice.mean", "sensitivity", "fp_per_image"] {
             assert!(m.get(key).is_some(), "{key} missing from {m}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn negatives_are_written_as_the_pipeline_crops_them_and_read_back() -> anyhow::Result<()> {
+        use crate::imaging::volume::{Grid, Volume};
+        // 3 slices of 60 x 50 at 1 mm: body (40 HU) in air; slices 1 and 2 hold two lungs
+        let grid = Grid { dims: [50, 60, 3], spacing: [1.0, 1.0, 2.0], origin: [0.0; 3], direction: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]] };
+        let mut vol = Volume::filled(grid, -1000.0);
+        for k in 0..3 {
+            for r in 5..55 {
+                for c in 3..47 {
+                    let lung = k > 0 && (10..40).contains(&r) && ((8..20).contains(&c) || (28..40).contains(&c));
+                    let i = vol.index(c, r, k);
+                    vol.data[i] = if lung { -850.0 } else { 40.0 };
+                }
+            }
+        }
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join(NEGATIVES_DIR);
+        let (settings, pre) = (crate::pipelines::lung_lesions::LungLesionsSettings::default(), LungPreprocessConfig::default());
+        assert_eq!(write_negatives(&vol, "chest-1", None, Split::Train, &out, &settings, &pre)?, 2);
+        // again, and one slice to test: rows are replaced, not doubled
+        assert_eq!(write_negatives(&vol, "chest-1", Some(1..2), Split::Train, &out, &settings, &pre)?, 1);
+        assert_eq!(write_negatives(&vol, "chest-1", Some(2..3), Split::Test, &out, &settings, &pre)?, 1);
+        let index = std::fs::read_to_string(out.join("index.csv"))?;
+        assert_eq!(index.lines().count(), 4, "{index}");
+        assert!(index.contains("test/images/chest-1_k0002.png,test/masks/chest-1_k0002.png,test,"), "{index}");
+        // the crop: lungs 8..40 x 10..40 + 10 mm field margin + 5 mm crop margin, turned once
+        let img = image::open(out.join("train/images/chest-1_k0001.png"))?.to_luma8();
+        let (w, h) = img.dimensions();
+        assert!(w > h && (40..=50).contains(&h) && (40..=60).contains(&w), "{w} x {h}");
+        let lung_grey = (pre.window(-850.0) * 255.0).round() as u8;
+        assert!(img.pixels().any(|p| p.0[0] == lung_grey));
+        let mask = image::open(out.join("train/masks/chest-1_k0001.png"))?.to_luma8();
+        assert_eq!(mask.dimensions(), (w, h));
+        assert!(mask.pixels().all(|p| p.0[0] == 0));
+        // the task's loader reads them as lung-medseg slices
+        let cfg = ImageMaskConfig { carve_out: ValidationCarveOut { fraction: 0.0, seed: 0 }, ..ImageMaskConfig::lung_medseg(&out) };
+        assert_eq!(ImageMaskDataset::open(&cfg, Split::Train)?.len(), 2);
+        assert!(write_negatives(&vol, "chest-1", None, Split::Val, &out, &settings, &pre).is_err());
+        assert!(write_negatives(&vol, "../x", None, Split::Train, &out, &settings, &pre).is_err());
         Ok(())
     }
 
