@@ -465,8 +465,7 @@ fn run(cli: Cli, serve_cfg: Option<Result<Config, ainode::config::ConfigError>>)
             Ok(0)
         }
         Cmd::Data { action: DataAction::LungNegatives { series, name, out, split, slices } } => {
-            let files: Vec<PathBuf> =
-                walkdir::WalkDir::new(&series).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()).map(|e| e.into_path()).collect();
+            let files: Vec<PathBuf> = ainode::encode::commands::open_dicom(std::slice::from_ref(&series))?.into_iter().map(|s| s.path).collect();
             let vol = ainode::imaging::volume::load_series(&files).with_context(|| format!("{}: not one CT series", series.display()))?;
             let range = match slices {
                 Some(r) => {

@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::blocks::anchors::SsdPriorConfig;
-use super::blocks::boxes::{boxes_tensor, Annotations, BoxCoder};
+use super::blocks::boxes::{box_rows, boxes_tensor, Annotations, BoxCoder};
 use super::blocks::norm::softmax;
 use super::blocks::ssd_loss::{multibox_loss, MultiboxConfig, MultiboxLoss};
 use super::blocks::vgg::{MultiboxHead, VggSsd, VggSsdConfig};
@@ -115,6 +115,8 @@ pub struct HipSsd {
     trunk: VggSsd,
     head: MultiboxHead,
     priors_px: Tensor,
+    /// Centres of the default boxes, input pixels (fixed by the config).
+    prior_centres: Vec<[f32; 2]>,
     cfg: HipSsdConfig,
 }
 
@@ -127,7 +129,8 @@ impl HipSsd {
         let per_cell: Vec<usize> = (0..priors.feature_maps.len()).map(|k| priors.boxes_per_cell(k)).collect();
         let head = MultiboxHead::load(vb.pp("head"), trunk.source_channels(), &per_cell, cfg.num_classes())?;
         let priors_px = priors.priors_corners_px(vb.device())?;
-        Ok(HipSsd { trunk, head, priors_px, cfg: cfg.clone() })
+        let prior_centres = box_centres(&priors_px)?;
+        Ok(HipSsd { trunk, head, priors_px, prior_centres, cfg: cfg.clone() })
     }
 
     pub fn config(&self) -> &HipSsdConfig {
@@ -181,17 +184,11 @@ impl HipSsd {
         let n = cls.dim(0)?;
         let coder = BoxCoder::ssd(self.cfg.multibox().variances);
         let priors = self.priors_px.to_dtype(DType::F32)?;
-        let centres = self.prior_centres()?;
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let probs = softmax(&cls.get(i)?.detach().to_dtype(DType::F32)?, 1)?.to_vec2::<f32>()?;
-            let chosen = self.choose_boxes(&probs, &centres);
-            let decoded: Vec<[f32; 2]> = coder
-                .decode(&loc.get(i)?.detach().to_dtype(DType::F32)?, &priors)?
-                .to_vec2::<f32>()?
-                .iter()
-                .map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
-                .collect();
+            let chosen = self.choose_boxes(&probs, &self.prior_centres);
+            let decoded = box_centres(&coder.decode(&loc.get(i)?.detach().to_dtype(DType::F32)?, &priors)?)?;
             let points = chosen
                 .into_iter()
                 .enumerate()
@@ -202,11 +199,6 @@ impl HipSsd {
             out.push(points);
         }
         Ok(out)
-    }
-
-    /// Centres of the default boxes, input pixels.
-    fn prior_centres(&self) -> Result<Vec<[f32; 2]>> {
-        Ok(self.priors_px.to_dtype(DType::F32)?.to_vec2::<f32>()?.iter().map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]).collect())
     }
 
     /// The default box (index, probability) of each point. Each class takes its
@@ -250,6 +242,11 @@ impl HipSsd {
         }
         chosen
     }
+}
+
+/// Centres (x, y) of boxes given by their corners, (N, 4).
+fn box_centres(boxes: &Tensor) -> Result<Vec<[f32; 2]>> {
+    Ok(box_rows(boxes)?.iter().map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]).collect())
 }
 
 /// The keypoint of `class` around its chosen box `best`: that box's decoded
@@ -398,7 +395,7 @@ mod tests {
     fn the_cup_points_come_from_one_cup_and_d_from_the_other_side() -> Result<()> {
         let cfg = HipSsdConfig { width_mult: 0.0625, ..Default::default() };
         let net = HipSsd::load(VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu), &cfg)?;
-        let centres = net.prior_centres()?;
+        let centres = &net.prior_centres;
         let near = |x: f32, y: f32| {
             (0..centres.len())
                 .min_by(|&p, &q| {
