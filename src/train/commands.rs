@@ -65,22 +65,24 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// `from` over `into`: objects merged field by field, anything else replaced.
+fn merge_json(into: &mut serde_json::Value, from: &serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge_json(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
+
 /// `overrides` (a JSON object of `TrainConfig` fields, nested objects merged
 /// field by field) over `base`; unknown fields are refused.
 pub fn merge_recipe(base: &TrainConfig, overrides: &serde_json::Value) -> anyhow::Result<TrainConfig> {
-    fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
-        match (into, from) {
-            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-                for (k, v) in b {
-                    merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
-                }
-            }
-            (slot, v) => *slot = v.clone(),
-        }
-    }
     anyhow::ensure!(overrides.is_object(), "a recipe is a JSON object of training settings");
     let mut v = serde_json::to_value(base)?;
-    merge(&mut v, overrides);
+    merge_json(&mut v, overrides);
     let cfg: TrainConfig = serde_json::from_value(v)?;
     cfg.check()?;
     Ok(cfg)
@@ -166,6 +168,9 @@ pub struct EvalCommand {
     pub seed: Option<u64>,
     /// Also write the metrics here as JSON.
     pub json: Option<PathBuf>,
+    /// Merged over the weights' architecture config for this evaluation
+    /// (operating points such as score thresholds; recorded in the JSON).
+    pub overrides: Option<serde_json::Value>,
 }
 
 /// Builds the model from its weights' architecture config, loads the weights
@@ -178,8 +183,12 @@ pub fn eval_command(registry: &Registry, cmd: &EvalCommand) -> anyhow::Result<Me
         tracing::warn!("{} holds weights of model `{}`, evaluated as `{}`", prefix.display(), meta.name, cmd.name);
     }
     let device = cmd.device.open()?;
-    let opts =
-        TaskOptions { data_dir: cmd.data.clone(), device, seed: cmd.seed.unwrap_or(0), architecture: Some(meta.architecture.clone()), splits: vec![cmd.split] };
+    let mut architecture = meta.architecture.clone();
+    if let Some(o) = &cmd.overrides {
+        anyhow::ensure!(o.is_object(), "--set: a JSON object of architecture settings, got {o}");
+        merge_json(&mut architecture, o);
+    }
+    let opts = TaskOptions { data_dir: cmd.data.clone(), device, seed: cmd.seed.unwrap_or(0), architecture: Some(architecture), splits: vec![cmd.split] };
     let mut task: Box<dyn TrainTask> = (entry.build)(&opts).with_context(|| format!("building model {} on {}", cmd.name, cmd.data.display()))?;
     // the model was built from the file's own config (fields it predates take
     // their defaults), so only its tensors can disagree with it
@@ -189,7 +198,7 @@ pub fn eval_command(registry: &Registry, cmd: &EvalCommand) -> anyhow::Result<Me
         let doc = json!({
             "model": cmd.name, "model_version": meta.model_version, "weights": WeightsPaths::new(&prefix).tensors,
             "training_data_hash": meta.training_data_hash, "data": cmd.data, "split": cmd.split,
-            "evaluated": weights::utc_timestamp(), "metrics": metrics.to_json(),
+            "evaluated": weights::utc_timestamp(), "overrides": cmd.overrides, "metrics": metrics.to_json(),
         });
         write_atomic(path, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -254,6 +263,7 @@ mod tests {
             device: DeviceSpec::Cpu,
             seed: None,
             json: Some(json_out.clone()),
+            overrides: None,
         };
         let m = eval_command(&registry(), &eval)?;
         // f16 storage moves the weights a little; the label maps barely
@@ -262,6 +272,10 @@ mod tests {
         assert_eq!(doc["split"], "test");
         assert_eq!(doc["metrics"]["summary"]["dice.mean"].as_f64(), m.get("dice.mean"));
 
+        // --set reaches the model's config (here a shape the tensors do not fit); only objects merge
+        let e = eval_command(&registry(), &EvalCommand { overrides: Some(json!({"hidden": 6})), ..eval.clone() }).unwrap_err();
+        assert!(e.to_string().contains("expected shape [6, 1, 3, 3]"), "{e}");
+        assert!(eval_command(&registry(), &EvalCommand { overrides: Some(json!(6)), ..eval.clone() }).is_err());
         // unknown model, and weights of another architecture
         let e = eval_command(&registry(), &EvalCommand { name: "nope".into(), ..eval.clone() }).unwrap_err();
         assert_eq!(e.to_string(), "unknown model nope; known: toy-squares");

@@ -635,6 +635,79 @@ impl DetectionEval {
     }
 }
 
+/// Lesion-level agreement of two binary lesion maps by overlap, for findings
+/// that break into many irregular pieces (ground glass), where a box IoU of
+/// 0.5 against one truth component is a poor test of a report: a predicted
+/// lesion (8-connected component) is correct when at least
+/// `min_correct_share` of it lies on truth; a true lesion is found when at
+/// least `min_found_share` of it is covered by prediction. Components under
+/// `min_pixels` are left out on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LesionOverlapConfig {
+    pub min_correct_share: f64,
+    pub min_found_share: f64,
+    pub min_pixels: usize,
+}
+
+impl Default for LesionOverlapConfig {
+    fn default() -> Self {
+        LesionOverlapConfig { min_correct_share: 0.5, min_found_share: 0.25, min_pixels: 10 }
+    }
+}
+
+/// Counts for `LesionOverlapConfig`, pooled over the images added.
+#[derive(Debug, Clone, Default)]
+pub struct LesionOverlapEval {
+    cfg: LesionOverlapConfig,
+    images: usize,
+    predicted: usize,
+    correct: usize,
+    truths: usize,
+    found: usize,
+}
+
+impl LesionOverlapEval {
+    pub fn new(cfg: LesionOverlapConfig) -> Self {
+        LesionOverlapEval { cfg, ..Default::default() }
+    }
+
+    /// One image of `width` columns: `pred` and `truth` mark lesion pixels.
+    /// Returns the lesions predicted on it.
+    pub fn add_image(&mut self, pred: &[bool], truth: &[bool], width: usize) -> anyhow::Result<usize> {
+        ensure!(pred.len() == truth.len() && width > 0 && pred.len() % width == 0, "lesion maps of {} and {} pixels, width {width}", pred.len(), truth.len());
+        let dims = [width, pred.len() / width, 1];
+        let lesions = |map: &[bool]| -> Vec<Vec<usize>> {
+            crate::imaging::components::components(dims, |i| map[i].then_some(()))
+                .into_iter()
+                .map(|(_, pixels)| pixels)
+                .filter(|p| p.len() >= self.cfg.min_pixels)
+                .collect()
+        };
+        let share = |pixels: &[usize], on: &[bool]| pixels.iter().filter(|&&i| on[i]).count() as f64 / pixels.len() as f64;
+        let (predicted, truths) = (lesions(pred), lesions(truth));
+        self.images += 1;
+        self.predicted += predicted.len();
+        self.correct += predicted.iter().filter(|p| share(p, truth) >= self.cfg.min_correct_share).count();
+        self.truths += truths.len();
+        self.found += truths.iter().filter(|t| share(t, pred) >= self.cfg.min_found_share).count();
+        Ok(predicted.len())
+    }
+
+    /// `lesion_overlap.precision` (NaN when nothing was predicted),
+    /// `.sensitivity` (NaN without truth), `.fp_per_image`, and the counts.
+    pub fn metrics(&self) -> Metrics {
+        let ratio = |a: usize, b: usize| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
+        let mut m = Metrics::new();
+        m.set("lesion_overlap.precision", ratio(self.correct, self.predicted));
+        m.set("lesion_overlap.sensitivity", ratio(self.found, self.truths));
+        m.set("lesion_overlap.fp_per_image", ratio(self.predicted - self.correct, self.images));
+        m.set("lesion_overlap.predicted", self.predicted as f64);
+        m.set("lesion_overlap.truths", self.truths as f64);
+        m
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -794,5 +867,40 @@ hydronephrosis       -   3.0000
         assert_eq!(back.get("loss"), Some(0.1));
         assert!(back.get("undefined").unwrap().is_nan());
         assert_eq!(back.tables(), m.tables());
+    }
+    #[test]
+    fn lesion_overlap_counts_correct_and_found_lesions_by_share() {
+        // 6 x 4: truth = one lesion of 6 pixels (rows 0-1, columns 0-2);
+        // prediction = columns 1-2 of it (4 px, all on truth: correct; covers 4/6 of the truth: found)
+        // and a false 2-pixel speck at (5, 3)...(5, 2)
+        let w = 6;
+        let mut truth = vec![false; 24];
+        let mut pred = vec![false; 24];
+        for r in 0..2 {
+            for c in 0..3 {
+                truth[r * w + c] = true;
+            }
+            for c in 1..3 {
+                pred[r * w + c] = true;
+            }
+        }
+        pred[2 * w + 5] = true;
+        pred[3 * w + 5] = true;
+        let mut e = LesionOverlapEval::new(LesionOverlapConfig { min_pixels: 1, ..Default::default() });
+        assert_eq!(e.add_image(&pred, &truth, w).unwrap(), 2);
+        let m = e.metrics();
+        assert_eq!(m.get("lesion_overlap.precision"), Some(0.5));
+        assert_eq!(m.get("lesion_overlap.sensitivity"), Some(1.0));
+        assert_eq!(m.get("lesion_overlap.fp_per_image"), Some(1.0));
+        // the speck is under min_pixels 3: left out; an empty image adds to the images only
+        let mut e = LesionOverlapEval::new(LesionOverlapConfig { min_pixels: 3, min_found_share: 0.9, ..Default::default() });
+        e.add_image(&pred, &truth, w).unwrap();
+        e.add_image(&[false; 24], &[false; 24], w).unwrap();
+        let m = e.metrics();
+        assert_eq!(
+            (m.get("lesion_overlap.precision"), m.get("lesion_overlap.sensitivity"), m.get("lesion_overlap.fp_per_image")),
+            (Some(1.0), Some(0.0), Some(0.0))
+        );
+        assert!(e.add_image(&pred, &truth[..20], w).is_err());
     }
 }

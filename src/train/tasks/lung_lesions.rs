@@ -14,7 +14,9 @@
 //! written by `ainode data lung-negatives` from chest CT as the pipeline
 //! crops and windows it) are trained on with an empty mask: all 45 training
 //! slices of lung-medseg show COVID-19 lungs, so without them the network
-//! never sees a normal lung.
+//! never sees a normal lung. The test rows of `negatives/` are the held-out
+//! lesion-free slices: evaluating the test split also reports the lesions
+//! called on them (`negatives.*`).
 
 use std::io::Write;
 use std::ops::Range;
@@ -33,7 +35,7 @@ use crate::train::data::datasets::{Dataset, ImageMaskConfig, ImageMaskDataset};
 use crate::train::data::preprocess::{letterbox, Transform2d};
 use crate::train::data::sample::Sample;
 use crate::train::data::split::{Split, ValidationCarveOut};
-use crate::train::metrics::{self, DetectionEval, GroundTruth, Metrics, SegmentationConfig, SegmentationEval};
+use crate::train::metrics::{self, DetectionEval, GroundTruth, LesionOverlapConfig, LesionOverlapEval, Metrics, SegmentationConfig, SegmentationEval};
 use crate::train::task::{DataDescription, MetricGoal, ModelDescription, SplitData, StepContext, StepLoss, TaskOptions, TrainConfig, TrainTask};
 
 /// Architecture, pre-processing and training data settings, stored in `lung-lesions.json`.
@@ -151,6 +153,10 @@ pub struct LungTask {
     train: SplitData<Slice>,
     val: SplitData<Slice>,
     test: SplitData<Slice>,
+    /// Held-out lesion-free slices (test rows of `negatives/`), evaluated with the test split.
+    test_negatives: SplitData<Slice>,
+    /// Lesion-free slices among `train` (counted for the model card).
+    train_negatives: usize,
     hash: String,
     licence: String,
 }
@@ -190,11 +196,15 @@ impl LungTask {
         let carve = ValidationCarveOut { fraction: cfg.validation_fraction, seed: opts.seed };
         let (mut train_ids, mut train) = open_split(root, Split::Train, carve, opts)?;
         let negatives = root.join(NEGATIVES_DIR);
+        let mut test_negatives = SplitData::new(Split::Test, 0, opts, || Ok(Vec::new()))?;
+        let mut train_negatives = 0;
         if negatives.join("index.csv").is_file() {
             let all = ValidationCarveOut { fraction: 0.0, seed: opts.seed };
             let (ids, data) = open_split(&negatives, Split::Train, all, opts).with_context(|| format!("negatives in {}", negatives.display()))?;
+            train_negatives = ids.len();
             train_ids.extend(ids.iter().map(|id| format!("{NEGATIVES_DIR}/{id}")));
             train.extend(data)?;
+            test_negatives = open_split(&negatives, Split::Test, all, opts).with_context(|| format!("negatives in {}", negatives.display()))?.1;
         }
         let (val_ids, val) = open_split(root, Split::Val, carve, opts)?;
         let (_, test) = open_split(root, Split::Test, carve, opts)?;
@@ -205,7 +215,7 @@ impl LungTask {
         let varmap = VarMap::new();
         let net = MaskRcnn::load(VarBuilder::from_varmap(&varmap, DType::F32, &opts.device), &cfg.network)?;
         crate::models::init::seeded_init(&varmap, opts.seed)?;
-        Ok(LungTask { cfg, net, varmap, device: opts.device.clone(), train, val, test, hash, licence })
+        Ok(LungTask { cfg, net, varmap, device: opts.device.clone(), train, val, test, test_negatives, train_negatives, hash, licence })
     }
 
     /// Letterboxed, normalised network input of one slice and the transform
@@ -229,6 +239,29 @@ impl LungTask {
         let n = self.cfg.preprocess.input_size;
         let data: Vec<f32> = samples.iter().flat_map(|s| s.image.channel(0).iter().copied()).collect();
         Ok(Tensor::from_vec(data, (samples.len(), 1, n, n), &self.device)?)
+    }
+
+    /// Detections on each slice (network input pixels), the input transform,
+    /// and their label map pasted at the mask threshold and mapped back onto
+    /// the slice (the best score wins a pixel).
+    fn predict<'a>(&self, slices: &'a [Slice]) -> anyhow::Result<Vec<(&'a Slice, Vec<Instance>, Transform2d, Vec<u8>)>> {
+        let n = self.cfg.preprocess.input_size;
+        let mut out = Vec::with_capacity(slices.len());
+        for chunk in slices.chunks(4) {
+            let mut inputs = Vec::with_capacity(chunk.len());
+            let mut transforms = Vec::with_capacity(chunk.len());
+            for s in chunk {
+                let (input, t) = self.input(&s.sample)?;
+                inputs.push(input);
+                transforms.push(t);
+            }
+            let detections = self.net.detect(&self.stack(&inputs)?)?;
+            for ((s, t), instances) in chunk.iter().zip(transforms).zip(detections) {
+                let pred = to_slice(&label_map(&instances, (n, n), self.cfg.network.mask_threshold), n, &t, s.hw());
+                out.push((s, instances, t, pred));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -285,42 +318,54 @@ impl TrainTask for LungTask {
     }
 
     fn evaluate(&mut self, split: Split) -> anyhow::Result<Metrics> {
-        let n = self.cfg.preprocess.input_size;
         let names: Vec<String> = std::iter::once("background".to_string()).chain(self.cfg.network.classes.iter().cloned()).collect();
         let mut seg = SegmentationEval::new(names.clone(), SegmentationConfig::default());
         let mut pooled_image = SegmentationEval::new(vec!["background".into(), "lesion".into()], SegmentationConfig::default());
-        let mut det = DetectionEval::new(self.cfg.network.classes.clone(), metrics::DetectionConfig { iou_threshold: 0.5, score_threshold: 0.5 });
+        // lesion-level figures at the operating point stored with the weights
+        let operating = metrics::DetectionConfig { iou_threshold: 0.5, score_threshold: self.cfg.network.score_threshold };
+        let mut det = DetectionEval::new(self.cfg.network.classes.clone(), operating);
+        let overlap_cfg = LesionOverlapConfig { min_pixels: self.cfg.min_instance_pixels, ..LesionOverlapConfig::default() };
+        let mut overlap = LesionOverlapEval::new(overlap_cfg);
         let classes = self.cfg.network.num_classes();
+        let binary = |l: &[u8]| l.iter().map(|&v| v > 0).collect::<Vec<bool>>();
         let slices = self.split(split)?;
-        for chunk in slices.chunks(4) {
-            let mut inputs = Vec::with_capacity(chunk.len());
-            let mut transforms = Vec::with_capacity(chunk.len());
-            for s in chunk {
-                let (input, t) = self.input(&s.sample)?;
-                inputs.push(input);
-                transforms.push(t);
-            }
-            let detections = self.net.detect(&self.stack(&inputs)?)?;
-            for ((s, t), instances) in chunk.iter().zip(&transforms).zip(detections) {
-                let hw = s.hw();
-                let truth = s.labels();
-                let pred = to_slice(&label_map(&instances, (n, n), self.cfg.network.mask_threshold), n, t, hw);
-                seg.add_case(&pred, &truth)?;
-                let binary = |l: &[u8]| l.iter().map(|&v| u8::from(v > 0)).collect::<Vec<u8>>();
-                pooled_image.add_case(&binary(&pred), &binary(&truth))?;
-                let gt = instances_from_label_map(&truth, hw, classes, self.cfg.min_instance_pixels, &Device::Cpu)?;
-                let truths = box_rows(&gt.annotations.boxes)?
-                    .iter()
-                    .zip(&gt.annotations.labels)
-                    .map(|(b, &l)| GroundTruth { bbox: b.map(f64::from), class: l as usize - 1 })
-                    .collect();
-                det.add_image(instances.iter().map(|i| slice_detection(i, t)).collect(), truths)?;
-            }
+        for (s, instances, t, pred) in self.predict(slices)? {
+            let (hw, truth) = (s.hw(), s.labels());
+            seg.add_case(&pred, &truth)?;
+            let as_u8 = |b: Vec<bool>| b.into_iter().map(u8::from).collect::<Vec<u8>>();
+            pooled_image.add_case(&as_u8(binary(&pred)), &as_u8(binary(&truth)))?;
+            overlap.add_image(&binary(&pred), &binary(&truth), hw.1)?;
+            let gt = instances_from_label_map(&truth, hw, classes, self.cfg.min_instance_pixels, &Device::Cpu)?;
+            let truths = box_rows(&gt.annotations.boxes)?
+                .iter()
+                .zip(&gt.annotations.labels)
+                .map(|(b, &l)| GroundTruth { bbox: b.map(f64::from), class: l as usize - 1 })
+                .collect();
+            det.add_image(instances.iter().map(|i| slice_detection(i, &t)).collect(), truths)?;
         }
         let mut m = seg.metrics();
         m.set("dice.lesion_any_class", pooled_image.metrics().get("dice.lesion").unwrap_or(f64::NAN));
         m.extend(det.metrics());
+        m.extend(overlap.metrics());
         m.set("slices", slices.len() as f64);
+        m.set("score_threshold", self.cfg.network.score_threshold);
+        if split == Split::Test && !self.test_negatives.is_empty() {
+            // every lesion called on a lesion-free slice is a false one
+            let negatives = self.test_negatives.items()?;
+            let mut called = LesionOverlapEval::new(overlap_cfg);
+            let mut with_lesion = 0;
+            let mut pixels = 0;
+            for (s, _, _, pred) in self.predict(negatives)? {
+                let lesion = binary(&pred);
+                with_lesion += usize::from(called.add_image(&lesion, &vec![false; lesion.len()], s.hw().1)? > 0);
+                pixels += lesion.iter().filter(|&&v| v).count();
+            }
+            let c = called.metrics();
+            m.set("negatives.slices", negatives.len() as f64);
+            m.set("negatives.lesions_per_slice", c.get("lesion_overlap.fp_per_image").unwrap_or(f64::NAN));
+            m.set("negatives.slices_with_lesion", with_lesion as f64);
+            m.set("negatives.lesion_pixels", pixels as f64);
+        }
         Ok(m)
     }
 
@@ -345,12 +390,19 @@ impl TrainTask for LungTask {
         DataDescription {
             source: "lung-medseg (Inf-Net MultiClassInfection, MedSeg COVID-19 CT slices)".into(),
             split: format!(
-                "fixed Inf-Net split; train {} / validation {} (seeded carve-out of the training split) / test {}",
+                "fixed Inf-Net split; train {} ({} of them lesion-free slices from `{NEGATIVES_DIR}/`) / validation {} (seeded carve-out of the training split) / test {} (+ {} held-out lesion-free slices)",
                 self.train.len(),
+                self.train_negatives,
                 self.val.len(),
-                self.test.len()
+                self.test.len(),
+                self.test_negatives.len()
             ),
-            counts: vec![("train".into(), self.train.len()), ("val".into(), self.val.len()), ("test".into(), self.test.len())],
+            counts: vec![
+                ("train".into(), self.train.len()),
+                ("val".into(), self.val.len()),
+                ("test".into(), self.test.len()),
+                ("test lesion-free".into(), self.test_negatives.len()),
+            ],
             licence: self.licence.clone(),
             hash: self.hash.clone(),
         }
@@ -413,7 +465,9 @@ mod tests {
         assert!(loss.total.to_scalar::<f32>()?.is_finite());
         assert_eq!(loss.parts.len(), 5);
         let m = task.evaluate(Split::Val)?;
-        for key in ["dice.ground-glass opacity", "dice.consolidation", "dice.mean", "sensitivity", "fp_per_image"] {
+        for key in
+            ["dice.ground-glass opacity", "dice.consolidation", "dice.mean", "sensitivity", "fp_per_image", "lesion_overlap.precision", "score_threshold"]
+        {
             assert!(m.get(key).is_some(), "{key} missing from {m}");
         }
         Ok(())
