@@ -248,6 +248,26 @@ def check_sr(path: Path, report: dict):
         assert g.roi.value.shape[1] == 3, "the lesion outline is in patient space (SCOORD3D)"
 
 
+def results_through_the_node(pacs, n, files: list[Path], tmp_path: Path) -> dict[str, Path]:
+    """Uploads `files` to Orthanc, sends their studies to the node and waits for its SEG
+    and SR in Orthanc; returns them (SOP Instance UID → file), each dciodvfy-clean."""
+    answers = pacs.upload_files(files)
+    for s in sorted({a["ParentStudy"] for a in answers}):
+        pacs.store_to("ainode", [s])
+
+    def results_in_orthanc():
+        found = pacs.find_instances({"Modality": "SEG"}) + pacs.find_instances({"Modality": "SR"})
+        return found if len(found) == 2 else None
+    found = poll(results_in_orthanc, 300, 1.0, lambda: f"results not in Orthanc; jobs: {n.jobs()}\n{n.log_tail(60)}")
+    got = {}
+    for oid in found:
+        path = tmp_path / f"{oid}.dcm"
+        path.write_bytes(pacs.file(oid))
+        got[pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID] = path
+        assert_dciodvfy_clean(path)
+    return got
+
+
 def test_eval_prints_the_metric_table(model, tmp_path):
     res = run([ainode_bin(), "eval", "lung-lesions", "--data", need_data(LUNG_DATA), "--split", "test", "--weights", model["weights"],
                "--device", "cpu", "--json", tmp_path / "m.json"], timeout=600, check=True)
@@ -293,19 +313,7 @@ def test_shipped_weights_from_orthanc_through_the_node_on_a_covid_ct(covid_ct, s
     assert {r["sop_class_uid"] for st in expected["studies"] for r in st["results"]} == {SEG_CLASS, SR3D_CLASS}, expected
     pacs, n = node_behind_orthanc(orthanc, node, {"name": "lung", "match": {"modality": ["CT"], "body_part": ["CHEST"]}, "analyze": "lung-lesions"},
                                   {"device": "cpu", "lung-lesions": {"weights": str(shipped_weights())}})
-    answers = pacs.upload_files(files)
-    pacs.store_to("ainode", [answers[0]["ParentStudy"]])
-
-    def results_in_orthanc():
-        found = pacs.find_instances({"Modality": "SEG"}) + pacs.find_instances({"Modality": "SR"})
-        return found if len(found) == 2 else None
-    found = poll(results_in_orthanc, 300, 1.0, lambda: f"results not in Orthanc; jobs: {n.jobs()}\n{n.log_tail(60)}")
-    got = {}
-    for oid in found:
-        path = tmp_path / f"{oid}.dcm"
-        path.write_bytes(pacs.file(oid))
-        got[pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID] = path
-        assert_dciodvfy_clean(path)
+    got = results_through_the_node(pacs, n, files, tmp_path)
     assert set(got) == want
     [report] = expected["studies"][0]["reports"]
     seg = next(p for p in got.values() if pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID == SEG_CLASS)
@@ -382,21 +390,7 @@ def test_orthanc_to_node_to_orthanc(model, chest_series, node, orthanc, tmp_path
     want = {r["sop_instance_uid"] for st in expected["studies"] for r in st["results"]}
     pacs, n = node_behind_orthanc(orthanc, node, {"name": "lung", "match": {"modality": ["CT"], "body_part": ["CHEST"]}, "analyze": "lung-lesions"},
                                   {"device": "cpu", "lung-lesions": {"weights": str(model["weights"]), "score_threshold": 0.0}})
-    answers = pacs.upload_files(chest_series)
-    for s in sorted({a["ParentStudy"] for a in answers}):
-        pacs.store_to("ainode", [s])
-
-    def results_in_orthanc():
-        found = pacs.find_instances({"Modality": "SEG"}) + pacs.find_instances({"Modality": "SR"})
-        return found if len(found) == 2 else None
-    found = poll(results_in_orthanc, 300, 1.0, lambda: f"results not in Orthanc; jobs: {n.jobs()}\n{n.log_tail(60)}")
-    got = {}
-    for oid in found:
-        path = tmp_path / f"{oid}.dcm"
-        path.write_bytes(pacs.file(oid))
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        got[ds.SOPInstanceUID] = path
-        assert_dciodvfy_clean(path)
+    got = results_through_the_node(pacs, n, chest_series, tmp_path)
     # the node wrote what `ainode run` wrote (deterministic UIDs, same analysis)
     assert set(got) == want
     [report] = expected["studies"][0]["reports"]
