@@ -241,12 +241,13 @@ impl LungTask {
         Ok(Tensor::from_vec(data, (samples.len(), 1, n, n), &self.device)?)
     }
 
-    /// Detections on each slice (network input pixels), the input transform,
-    /// and their label map pasted at the mask threshold and mapped back onto
-    /// the slice (the best score wins a pixel).
-    fn predict<'a>(&self, slices: &'a [Slice]) -> anyhow::Result<Vec<(&'a Slice, Vec<Instance>, Transform2d, Vec<u8>)>> {
+    /// Calls `visit` for each slice with its detections (network input
+    /// pixels, full-frame masks), the input transform, and their label map
+    /// pasted at the mask threshold and mapped back onto the slice (the best
+    /// score wins a pixel). A batch's detections are dropped before the next
+    /// batch runs: held for a whole split, their masks would take gigabytes.
+    fn predict_each(&self, slices: &[Slice], mut visit: impl FnMut(&Slice, &[Instance], &Transform2d, Vec<u8>) -> anyhow::Result<()>) -> anyhow::Result<()> {
         let n = self.cfg.preprocess.input_size;
-        let mut out = Vec::with_capacity(slices.len());
         for chunk in slices.chunks(4) {
             let mut inputs = Vec::with_capacity(chunk.len());
             let mut transforms = Vec::with_capacity(chunk.len());
@@ -258,10 +259,10 @@ impl LungTask {
             let detections = self.net.detect(&self.stack(&inputs)?)?;
             for ((s, t), instances) in chunk.iter().zip(transforms).zip(detections) {
                 let pred = to_slice(&label_map(&instances, (n, n), self.cfg.network.mask_threshold), n, &t, s.hw());
-                out.push((s, instances, t, pred));
+                visit(s, &instances, &t, pred)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -329,20 +330,22 @@ impl TrainTask for LungTask {
         let classes = self.cfg.network.num_classes();
         let binary = |l: &[u8]| l.iter().map(|&v| v > 0).collect::<Vec<bool>>();
         let slices = self.split(split)?;
-        for (s, instances, t, pred) in self.predict(slices)? {
+        self.predict_each(slices, |s, instances, t, pred| {
             let (hw, truth) = (s.hw(), s.labels());
             seg.add_case(&pred, &truth)?;
-            let as_u8 = |b: Vec<bool>| b.into_iter().map(u8::from).collect::<Vec<u8>>();
-            pooled_image.add_case(&as_u8(binary(&pred)), &as_u8(binary(&truth)))?;
-            overlap.add_image(&binary(&pred), &binary(&truth), hw.1)?;
+            let (pred_lesion, truth_lesion) = (binary(&pred), binary(&truth));
+            let as_u8 = |b: &[bool]| b.iter().map(|&v| u8::from(v)).collect::<Vec<u8>>();
+            pooled_image.add_case(&as_u8(&pred_lesion), &as_u8(&truth_lesion))?;
+            overlap.add_image(&pred_lesion, &truth_lesion, hw.1)?;
             let gt = instances_from_label_map(&truth, hw, classes, self.cfg.min_instance_pixels, &Device::Cpu)?;
             let truths = box_rows(&gt.annotations.boxes)?
                 .iter()
                 .zip(&gt.annotations.labels)
                 .map(|(b, &l)| GroundTruth { bbox: b.map(f64::from), class: l as usize - 1 })
                 .collect();
-            det.add_image(instances.iter().map(|i| slice_detection(i, &t)).collect(), truths)?;
-        }
+            det.add_image(instances.iter().map(|i| slice_detection(i, t)).collect(), truths)?;
+            Ok(())
+        })?;
         let mut m = seg.metrics();
         m.set("dice.lesion_any_class", pooled_image.metrics().get("dice.lesion").unwrap_or(f64::NAN));
         m.extend(det.metrics());
@@ -355,11 +358,12 @@ impl TrainTask for LungTask {
             let mut called = LesionOverlapEval::new(overlap_cfg);
             let mut with_lesion = 0;
             let mut pixels = 0;
-            for (s, _, _, pred) in self.predict(negatives)? {
+            self.predict_each(negatives, |s, _, _, pred| {
                 let lesion = binary(&pred);
                 with_lesion += usize::from(called.add_image(&lesion, &vec![false; lesion.len()], s.hw().1)? > 0);
                 pixels += lesion.iter().filter(|&&v| v).count();
-            }
+                Ok(())
+            })?;
             let c = called.metrics();
             m.set("negatives.slices", negatives.len() as f64);
             m.set("negatives.lesions_per_slice", c.get("lesion_overlap.fp_per_image").unwrap_or(f64::NAN));
