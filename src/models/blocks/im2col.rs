@@ -310,18 +310,27 @@ fn conv_grad_weight<T: WithDType>(g: &Geometry, n: usize, o: usize, x: &[T], dy:
         let partials: Vec<Vec<T>> = tiles
             .par_chunks(TILES_PER_GROUP)
             .map(|group| {
-                let mut acc = vec![T::zero(); o * kc];
+                // dWᵀ (kc x O) = col · dyᵀ: the long side (kc) is the
+                // product's rows, which the gemm kernels cover in wide
+                // register blocks; O is often only 16-32
+                let mut acc = vec![T::zero(); kc * o];
                 let mut col = vec![T::zero(); g.tile_buffer()];
                 for &(b, y0, rows) in group {
                     let cols = g.columns_of(&x[b * plane..][..plane], y0, rows, &mut col);
-                    matmul_on(&mut acc, kc, dy_of(b).columns(y0 * g.ow, rows * g.ow), cols.t(), true, Threads::One);
+                    matmul_on(&mut acc, o, cols, dy_of(b).columns(y0 * g.ow, rows * g.ow).t(), true, Threads::One);
                 }
                 acc
             })
             .collect();
-        let mut dw = vec![T::zero(); o * kc];
+        let mut dwt = vec![T::zero(); kc * o];
         for part in partials {
-            dw.iter_mut().zip(part).for_each(|(a, v)| *a += v);
+            dwt.iter_mut().zip(part).for_each(|(a, v)| *a += v);
+        }
+        let mut dw = vec![T::zero(); o * kc];
+        for (r, row) in dwt.chunks_exact(o).enumerate() {
+            for (oc, &v) in row.iter().enumerate() {
+                dw[oc * kc + r] = v;
+            }
         }
         return dw;
     }
@@ -577,6 +586,41 @@ pub(crate) mod tests {
         /// Forces the split of work on this thread: Some(r > 0) = parallel
         /// tiles of r rows, Some(0) = sequential blocks.
         pub(crate) static FORCE_TILE_ROWS: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// Milliseconds (best of 5) of the three products of a few layer shapes
+    /// of the shipped networks: `cargo test --release --lib
+    /// conv_products_by_shape -- --ignored --nocapture`. Figures for tuning
+    /// the split of work, not a test of speed.
+    #[test]
+    #[ignore = "timings, run by hand"]
+    fn conv_products_by_shape() {
+        let same = KernelParams { kernel: 3, stride: 1, padding: 1, dilation: 1 };
+        for (n, c, o, side) in [(2, 16, 16, 512), (2, 16, 32, 256), (2, 32, 32, 256), (2, 64, 64, 128), (2, 128, 128, 64), (2, 64, 64, 24), (8, 64, 64, 14)] {
+            let g = Geometry::new(c, side, side, &same).unwrap();
+            let x: Vec<f32> = (0..n * c * side * side).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
+            let w: Vec<f32> = (0..o * g.kc()).map(|i| ((i % 5) as f32 - 2.0) * 0.1).collect();
+            let dy: Vec<f32> = (0..n * o * g.oh * g.ow).map(|i| ((i % 3) as f32 - 1.0) * 0.1).collect();
+            let best = |f: &mut dyn FnMut()| {
+                (0..5)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64() * 1e3
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            };
+            let gflop = 2.0 * (n * o * g.kc() * g.oh * g.ow) as f64 / 1e9;
+            let fwd = best(&mut || drop(conv_forward(&g, n, o, &x, &w, None, true)));
+            let dw = best(&mut || drop(conv_grad_weight(&g, n, o, &x, &dy)));
+            let dx = best(&mut || drop(conv_grad_input(&g, n, o, &w, &dy).unwrap()));
+            println!(
+                "{n}x{c}->{o} at {side}²: forward {fwd:.1} ms ({:.0} GFLOP/s), dW {dw:.1} ms ({:.0}), dx {dx:.1} ms ({:.0})",
+                gflop / fwd * 1e3,
+                gflop / dw * 1e3,
+                gflop / dx * 1e3
+            );
+        }
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
