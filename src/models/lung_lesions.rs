@@ -301,8 +301,9 @@ impl MaskHead {
             x = c.forward_relu(&x)?;
         }
         let (p, _, h, w) = x.dims4()?;
-        let y = self.deconv.forward(&x)?; // (P, 4C, H, W), channel = c·4 + dy·2 + dx
-        let y = y.reshape((p, self.channels, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((p, self.channels, 2 * h, 2 * w))?.relu()?;
+        // (P, 4C, H, W), channel = c·4 + dy·2 + dx; the ReLU commutes with the shuffle
+        let y = self.deconv.forward_relu(&x)?;
+        let y = y.reshape((p, self.channels, 2, 2, h, w))?.permute((0, 1, 4, 2, 5, 3))?.reshape((p, self.channels, 2 * h, 2 * w))?;
         self.logits.forward(&y)
     }
 }

@@ -133,15 +133,27 @@ impl Pointwise {
     }
 }
 
-impl Module for Pointwise {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Pointwise {
+    /// The convolution then a ReLU, in one pass on the CPU.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, true)
+    }
+
+    fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (n, c) = (dims[0], dims[1]);
         let rest: usize = dims[2..].iter().product();
-        let y = self.conv.forward(&x.reshape((n, c, rest, 1))?)?;
+        let c2 = &self.conv;
+        let y = conv2d_act(&x.reshape((n, c, rest, 1))?, &c2.weight, c2.bias.as_ref(), &c2.cfg, relu)?;
         let mut out = dims;
         out[1] = self.conv.out_channels();
         y.reshape(out)
+    }
+}
+
+impl Module for Pointwise {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, false)
     }
 }
 

@@ -10,6 +10,7 @@
 //! candle's max_pool2d backward is wrong even for kernel == stride (the
 //! gradient is scaled by 1/k^2): use `pool::max_pool2d`.
 
+pub mod add_relu;
 pub mod anchors;
 pub mod attention;
 pub mod batch_norm;

@@ -8,6 +8,7 @@
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::add_relu::add_relu;
 use super::conv::{ConvBnAct, ConvConfig};
 use super::pool::{avg_pool2d, max_pool2d, Pool2dConfig};
 
@@ -160,7 +161,7 @@ impl ModuleT for ResidualBlock {
             Some(down) => down.forward_t(x, train)?,
             None => x.clone(),
         };
-        (y + skip)?.relu()
+        add_relu(&y, &skip)
     }
 }
 
