@@ -59,6 +59,7 @@ pub struct NetworkFigures {
     pub conv_gflops_train: f64,
     /// Share of the step spent in convolutions.
     pub conv_share_train: f64,
+    pub top_layers_inference: Vec<LayerFigure>,
     pub top_layers_train: Vec<LayerFigure>,
 }
 
@@ -222,17 +223,23 @@ fn figures(name: &str, net: &dyn BenchNetwork, varmap: &VarMap, opts: &BenchOpti
         conv_gflops_inference: inf_flops / inf_conv_s.max(1e-9) / 1e9,
         conv_gflops_train: train_flops / train_conv_s.max(1e-9) / 1e9,
         conv_share_train: train_conv_s / profiled_step.max(1e-9),
-        top_layers_train: train_layers
-            .iter()
-            .take(opts.top_layers)
-            .map(|(k, s)| LayerFigure {
-                layer: k.clone(),
-                calls: s.calls,
-                ms: s.seconds * 1e3,
-                gflops: if s.flops > 0.0 { s.flops / s.seconds.max(1e-12) / 1e9 } else { 0.0 },
-            })
-            .collect(),
+        top_layers_inference: top_layers(&inference_layers, opts.top_layers),
+        top_layers_train: top_layers(&train_layers, opts.top_layers),
     })
+}
+
+/// The `n` most expensive layers of a profile.
+fn top_layers(layers: &[(String, OpStat)], n: usize) -> Vec<LayerFigure> {
+    layers
+        .iter()
+        .take(n)
+        .map(|(k, s)| LayerFigure {
+            layer: k.clone(),
+            calls: s.calls,
+            ms: s.seconds * 1e3,
+            gflops: if s.flops > 0.0 { s.flops / s.seconds.max(1e-12) / 1e9 } else { 0.0 },
+        })
+        .collect()
 }
 
 /// Builds a network at its shipped configuration with seeded weights.
@@ -294,10 +301,12 @@ pub fn render(r: &BenchReport) -> String {
         );
     }
     for n in &r.networks {
-        s += &format!("\n{}: most expensive layers of one training step\n\n| layer | calls | ms | GFLOP/s |\n| --- | --- | --- | --- |\n", n.network);
-        for l in &n.top_layers_train {
-            let g = if l.gflops > 0.0 { format!("{:.1}", l.gflops) } else { "-".into() };
-            s += &format!("| {} | {} | {:.1} | {} |\n", l.layer, l.calls, l.ms, g);
+        for (what, layers) in [("one inference (batch 1)", &n.top_layers_inference), ("one training step", &n.top_layers_train)] {
+            s += &format!("\n{}: most expensive layers of {what}\n\n| layer | calls | ms | GFLOP/s |\n| --- | --- | --- | --- |\n", n.network);
+            for l in layers {
+                let g = if l.gflops > 0.0 { format!("{:.1}", l.gflops) } else { "-".into() };
+                s += &format!("| {} | {} | {:.1} | {} |\n", l.layer, l.calls, l.ms, g);
+            }
         }
     }
     s

@@ -67,6 +67,16 @@ fn profile_key(kind: &str, dims: &[usize], cfg: &Pool2dConfig, pass: &str) -> St
     format!("{kind} {k}x{k}/{s} on {dims:?} {pass}", k = cfg.kernel, s = cfg.stride)
 }
 
+/// Whether `v` replaces the window's maximum so far: `>` keeps the first of
+/// equal maxima; a NaN (the only value unequal to itself) replaces a number
+/// so that it propagates.
+#[inline(always)]
+fn beats<T: PartialOrd>(v: T, best: T) -> bool {
+    #[allow(clippy::eq_op)]
+    let nan = |t: &T| t != t;
+    v > best || (nan(&v) && !nan(&best))
+}
+
 /// Max pooling; padding never wins. Apply with `apply(x, MaxPool2d::new(cfg))`.
 pub struct MaxPool2d {
     cfg: Pool2dConfig,
@@ -94,7 +104,25 @@ impl Pool for MaxPool2d {
         let (ip, op) = (g.h * g.w, g.oh * g.ow);
         let mut out = vec![T::zero(); g.planes * op];
         let mut arg = vec![0u32; g.planes * op];
+        let halving = g.cfg.kernel == 2 && g.cfg.stride == 2 && g.cfg.padding == 0;
         out.par_chunks_mut(op).zip(arg.par_chunks_mut(op)).zip(x.par_chunks(ip)).for_each(|((y, a), plane)| {
+            if halving {
+                // VGG's 2x2/2: the four cells of a window in the general loop's order
+                for oy in 0..g.oh {
+                    let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
+                    for ox in 0..g.ow {
+                        let mut best = r0 + 2 * ox;
+                        for i in [r0 + 2 * ox + 1, r1 + 2 * ox, r1 + 2 * ox + 1] {
+                            if beats(plane[i], plane[best]) {
+                                best = i;
+                            }
+                        }
+                        y[oy * g.ow + ox] = plane[best];
+                        a[oy * g.ow + ox] = best as u32;
+                    }
+                }
+                return;
+            }
             for oy in 0..g.oh {
                 let rows = g.window(oy, g.h);
                 for ox in 0..g.ow {
@@ -103,8 +131,7 @@ impl Pool for MaxPool2d {
                     for iy in rows.clone() {
                         for ix in cols.clone() {
                             let i = iy * g.w + ix;
-                            // `>` keeps the first maximum; a NaN is taken so that it propagates
-                            if plane[i] > plane[best] || (plane[i].to_f64().is_nan() && !plane[best].to_f64().is_nan()) {
+                            if beats(plane[i], plane[best]) {
                                 best = i;
                             }
                         }

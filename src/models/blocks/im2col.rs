@@ -596,7 +596,9 @@ pub(crate) mod tests {
     #[ignore = "timings, run by hand"]
     fn conv_products_by_shape() {
         let same = KernelParams { kernel: 3, stride: 1, padding: 1, dilation: 1 };
-        for (n, c, o, side) in [(2, 16, 16, 512), (2, 16, 32, 256), (2, 32, 32, 256), (2, 64, 64, 128), (2, 128, 128, 64), (2, 64, 64, 24), (8, 64, 64, 14)] {
+        for (n, c, o, side) in
+            [(1, 1, 16, 512), (2, 16, 16, 512), (2, 16, 32, 256), (2, 32, 32, 256), (2, 64, 64, 128), (2, 128, 128, 64), (2, 64, 64, 24), (8, 64, 64, 14)]
+        {
             let g = Geometry::new(c, side, side, &same).unwrap();
             let x: Vec<f32> = (0..n * c * side * side).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect();
             let w: Vec<f32> = (0..o * g.kc()).map(|i| ((i % 5) as f32 - 2.0) * 0.1).collect();
@@ -621,6 +623,27 @@ pub(crate) mod tests {
                 gflop / dx * 1e3
             );
         }
+    }
+
+    /// Few-channel layers (first layers) with bias and ReLU equal candle's
+    /// conv2d + bias + relu, forward and backward.
+    #[test]
+    fn first_layers_with_bias_and_relu_equal_candle() -> Result<()> {
+        for (c, k, p, d) in [(1, 3, 1, 1), (1, 5, 2, 1), (3, 3, 2, 2), (2, 3, 0, 1)] {
+            let cfg = KernelParams { kernel: k, stride: 1, padding: p, dilation: d };
+            let x = Var::from_tensor(&det_tensor(&[2, c, 11, 13], 4))?;
+            let wt = Var::from_tensor(&det_tensor(&[5, c, k, k], 5))?;
+            let b = Var::from_tensor(&det_tensor(&[5], 6))?;
+            let reference = x.conv2d(&wt, p, 1, d, 1)?.broadcast_add(&b.reshape((1, 5, 1, 1))?)?.relu()?;
+            let y = x.apply_op3(&wt, &b, Im2ColConv2d::new(cfg, true))?;
+            assert!(max_diff(&y, &reference) < 1e-12, "{c} {k} {p} {d}");
+            let t = det_tensor(reference.dims(), 7);
+            let (g, gr) = ((&y * &t)?.sum_all()?.backward()?, (&reference * &t)?.sum_all()?.backward()?);
+            for v in [&x, &wt, &b] {
+                assert!(max_diff(g.get(v).unwrap(), gr.get(v).unwrap()) < 1e-10, "{c} {k} {p} {d}: gradient");
+            }
+        }
+        Ok(())
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {

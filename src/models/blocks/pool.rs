@@ -236,6 +236,17 @@ mod tests {
     }
 
     #[test]
+    fn max_pool_propagates_nan() -> Result<()> {
+        let v = [1.0, f64::NAN, 3.0, 2.0, 5.0, 4.0, 0.0, -1.0, 7.0];
+        for cfg in [Pool2dConfig { kernel: 2, stride: 2, padding: 0 }, Pool2dConfig { kernel: 3, stride: 1, padding: 1 }] {
+            let x = Tensor::from_vec(v.to_vec(), (1, 1, 3, 3), &Device::Cpu)?;
+            let y = max_pool2d(&x, &cfg)?.flatten_all()?.to_vec1::<f64>()?;
+            assert!(y[0].is_nan(), "{cfg:?}: {y:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn max_pool_gradient_goes_to_the_first_maximum_once() -> Result<()> {
         // ties: PyTorch gives the whole gradient to the first maximum of the window
         let x = candle_core::Var::from_tensor(&Tensor::ones((1, 1, 2, 2), candle_core::DType::F64, &Device::Cpu)?)?;
