@@ -54,7 +54,14 @@ def build(w: dict[str, np.ndarray], meta: dict) -> onnx.ModelProto:
         return f"{prefix}_{counter[0]}"
 
     def conv(x, tensor, stride=1, pad=None, dil=1):
-        wt, bias = w[f"{tensor}.weight"], w.get(f"{tensor}.bias")
+        if f"{tensor}.weight" in w:
+            wt, bias = w[f"{tensor}.weight"], w.get(f"{tensor}.bias")
+        else:
+            # conv + batch norm (the trained config): folded for inference, as ours does
+            wt = w[f"{tensor}.conv.weight"]
+            scale = w[f"{tensor}.bn.weight"] / np.sqrt(w[f"{tensor}.bn.running_var"] + 1e-5)
+            wt = (wt * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+            bias = (w[f"{tensor}.bn.bias"] - w[f"{tensor}.bn.running_mean"] * scale).astype(np.float32)
         k = wt.shape[-1]
         pad = dil * (k - 1) // 2 if pad is None else pad
         inputs = [x, tensor + ".weight"]
