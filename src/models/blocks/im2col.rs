@@ -246,6 +246,31 @@ impl Geometry {
     }
 }
 
+/// The split of work a test forced on the calling thread (`tests::FORCE_TILE_ROWS`).
+fn forced_split() -> Option<usize> {
+    #[cfg(test)]
+    return tests::FORCE_TILE_ROWS.get();
+    #[cfg(not(test))]
+    None
+}
+
+/// Runs `f` under the calling test's forced split on whichever thread a
+/// join gives it (restored afterwards: pool threads are shared by tests).
+fn under_split<R>(split: Option<usize>, f: impl FnOnce() -> R) -> R {
+    #[cfg(test)]
+    {
+        let before = tests::FORCE_TILE_ROWS.replace(split);
+        let r = f();
+        tests::FORCE_TILE_ROWS.set(before);
+        r
+    }
+    #[cfg(not(test))]
+    {
+        let _ = split;
+        f()
+    }
+}
+
 /// y (N, O, P) = conv(x) (+ bias), on slices: x (N, C, H, W), w (O, kc).
 fn conv_forward<T: WithDType>(g: &Geometry, n: usize, o: usize, x: &[T], w: &[T], bias: Option<&[T]>, relu: bool) -> Vec<T> {
     let (plane, p, kc) = (g.c * g.h * g.w, g.oh * g.ow, g.kc());
@@ -459,9 +484,14 @@ impl Im2ColConv2d {
         let (dx, dw) = with_cpu_slice::<T, _>(x, OP, |xv| {
             with_cpu_slice::<T, _>(w, OP, |wv| {
                 with_cpu_slice::<T, _>(dy, OP, |dyv| {
-                    let dw = conv_grad_weight(&g, n, o, xv, dyv);
-                    let dx = if want_dx { Some(conv_grad_input(&g, n, o, wv, dyv)?) } else { None };
-                    Ok((dx, dw))
+                    // side by side: on the small maps of deep layers each
+                    // product alone leaves cores waiting at the gemm's joins
+                    let split = forced_split();
+                    let (dw, dx) = rayon::join(
+                        || under_split(split, || conv_grad_weight(&g, n, o, xv, dyv)),
+                        || under_split(split, || if want_dx { conv_grad_input(&g, n, o, wv, dyv).map(Some) } else { Ok(None) }),
+                    );
+                    Ok((dx?, dw))
                 })
             })
         })?;
