@@ -30,7 +30,7 @@ use serde_json::json;
 
 use crate::models::blocks::boxes::box_rows;
 use crate::models::lung_lesions::{instances_from_label_map, label_map, Instance, InstanceTargets, LungPreprocessConfig, MaskRcnn, MaskRcnnConfig};
-use crate::train::data::augment::{Augmentation, BlurAug, BrightnessAug, ContrastAug, FlipAug, GammaAug, NoiseAug, Pipeline, ScaleAug};
+use crate::train::data::augment::{Augmentation, BlurAug, BrightnessAug, ContrastAug, ElasticAug, FlipAug, GammaAug, NoiseAug, Pipeline, ScaleAug};
 use crate::train::data::datasets::{Dataset, ImageMaskConfig, ImageMaskDataset};
 use crate::train::data::preprocess::{letterbox, Transform2d};
 use crate::train::data::sample::Sample;
@@ -60,6 +60,8 @@ impl Default for LungTaskConfig {
             preprocess: LungPreprocessConfig::default(),
             augment: Pipeline::new(vec![
                 Scale(ScaleAug { probability: 0.5, scale: (0.8, 1.25), image_fill: 0.0, label_fill: 0 }),
+                // issue 17: lesion outlines bent, not only scaled and mirrored
+                Elastic(ElasticAug::default()),
                 Flip(FlipAug { horizontal: 0.5, vertical: 0.2, depth: 0.0, swap_pairs: Vec::new() }),
                 Brightness(BrightnessAug { probability: 0.3, multiplier: (0.85, 1.15), offset: (0.0, 0.0) }),
                 Contrast(ContrastAug { probability: 0.3, factor: (0.8, 1.2), preserve_range: true }),
