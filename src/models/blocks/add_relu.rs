@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu_data::{contiguous, with_cpu_slice};
+use super::cpu_data::{contiguous, relu_masked};
 
 /// The op's name in errors.
 const OP: &str = "add + relu";
@@ -42,22 +42,6 @@ fn forward<T: WithDType>(a: &[T], b: &[T]) -> Vec<T> {
     y
 }
 
-/// The gradient where the result is positive, else zero.
-fn masked<T: WithDType>(res: &Tensor, grad: &Tensor) -> Result<Tensor> {
-    let v = with_cpu_slice::<T, _>(res, OP, |r| {
-        with_cpu_slice::<T, _>(grad, OP, |g| {
-            let mut out = vec![T::zero(); g.len()];
-            out.par_chunks_mut(CHUNK).zip(r.par_chunks(CHUNK)).zip(g.par_chunks(CHUNK)).for_each(|((o, r), g)| {
-                for ((o, &r), &g) in o.iter_mut().zip(r).zip(g) {
-                    *o = if r > T::zero() { g } else { T::zero() };
-                }
-            });
-            Ok(out)
-        })
-    })?;
-    Tensor::from_vec(v, grad.shape(), grad.device())
-}
-
 impl CustomOp2 for AddRelu {
     fn name(&self) -> &'static str {
         "cpu-add-relu"
@@ -75,11 +59,7 @@ impl CustomOp2 for AddRelu {
     }
 
     fn bwd(&self, _a: &Tensor, _b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = match grad.dtype() {
-            DType::F32 => masked::<f32>(res, grad)?,
-            DType::F64 => masked::<f64>(res, grad)?,
-            dt => candle_core::bail!("{OP}: no backward for {dt:?}"),
-        };
+        let g = relu_masked(res, grad, OP)?;
         Ok((Some(g.clone()), Some(g)))
     }
 }

@@ -176,8 +176,8 @@ fn channel_stats<T: WithDType>(x: &[T], (n, c, s): (usize, usize, usize)) -> Vec
 /// dy where the fused ReLU passed the value (y > 0), else zero; a select,
 /// so the loops around it stay vectorised.
 #[inline(always)]
-fn passed<T: WithDType>(dy: T, y: T, relu: bool) -> T {
-    if relu && y <= T::zero() {
+fn passed<T: WithDType>(dy: T, y: T) -> T {
+    if y <= T::zero() {
         T::zero()
     } else {
         dy
@@ -241,8 +241,8 @@ impl BatchNormTrain {
                     let r = (b * c + ch) * s..(b * c + ch + 1) * s;
                     let (xp, dp, yp) = (&xv[r.clone()], &dy[r.clone()], &y[r]);
                     if relu {
-                        sd += lane_sum(dp, yp, dp, |d, yv, _| passed(d, yv, true));
-                        sdx += lane_sum(xp, dp, yp, |v, d, yv| passed(d, yv, true) * (v - mt));
+                        sd += lane_sum(dp, yp, dp, |d, yv, _| passed(d, yv));
+                        sdx += lane_sum(xp, dp, yp, |v, d, yv| passed(d, yv) * (v - mt));
                     } else {
                         sd += lane_sum(dp, dp, dp, |d, _, _| d);
                         sdx += lane_sum(xp, dp, dp, |v, d, _| d * (v - mt));
@@ -267,7 +267,7 @@ impl BatchNormTrain {
             let (xp, dp, yp) = (&xv[r.clone()], &dy[r.clone()], &y[r]);
             if relu {
                 for (((o, &v), &g), &yv) in d.iter_mut().zip(xp).zip(dp).zip(yp) {
-                    *o = k * passed(g, yv, true) + bx * v + c0;
+                    *o = k * passed(g, yv) + bx * v + c0;
                 }
             } else {
                 for ((o, &v), &g) in d.iter_mut().zip(xp).zip(dp) {

@@ -23,7 +23,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu_data::{contiguous, with_cpu_slice};
+use super::cpu_data::{contiguous, relu_masked, with_cpu_slice};
 use super::gemm::{matmul, matmul_on, matmul_ptr, threads, SharedMut, Threads, View};
 use crate::models::profile;
 
@@ -530,19 +530,7 @@ impl Im2ColConv2d {
         if !self.relu {
             return Ok(grad.clone());
         }
-        fn mask<T: WithDType>(res: &Tensor, grad: &Tensor) -> Result<Tensor> {
-            let v = with_cpu_slice::<T, _>(res, OP, |r| {
-                with_cpu_slice::<T, _>(grad, OP, |g| {
-                    Ok(r.par_iter().zip(g.par_iter()).map(|(&r, &g)| if r > T::zero() { g } else { T::zero() }).collect::<Vec<T>>())
-                })
-            })?;
-            Tensor::from_vec(v, grad.shape(), grad.device())
-        }
-        match grad.dtype() {
-            DType::F32 => mask::<f32>(res, grad),
-            DType::F64 => mask::<f64>(res, grad),
-            dt => candle_core::bail!("im2col conv2d: no backward for {dt:?}"),
-        }
+        relu_masked(res, grad, OP)
     }
 
     fn cpu_backward(&self, x: &Tensor, w: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
